@@ -1,0 +1,212 @@
+"""The dedup Ray job: config checks, bucket scan, components, and end to end on real documents."""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import typer
+from jaccard_gen import WARC_DIR, jaccard_pair, load_html_documents, load_wet_documents, write_documents
+from typer.testing import CliRunner
+
+from webmill.curate import minhash as mh
+from webmill.curate.dedup import DedupConfig, bucket_edges, connected_components, dedup_cmd, run_dedup
+from webmill.errors import UserError
+
+needs_data = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"shared WARC data not found at {WARC_DIR}")
+
+
+# ---------------------------------------------------------------------------------------------- no Ray
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"bands": 13}, "bands\\*rows"),
+        ({"num_perm": 0}, "num_perm"),
+        ({"exact": False, "minhash": False}, "enable at least one"),
+        ({"hash_func": "md5"}, "hash_func"),
+        ({"scheme": "affine64"}, "scheme"),
+        ({"keep": "longest"}, "keep"),
+        ({"threshold": 1.2}, "threshold"),
+        ({"batch_docs": 0}, "batch_docs"),
+    ],
+)
+def test_config_validation_names_the_key(kwargs, key):
+    with pytest.raises(UserError, match=key):
+        DedupConfig(**kwargs).validate()
+
+
+def test_threshold_derives_bands_and_rows():
+    cfg = DedupConfig(threshold=0.8, bands=1, rows=1)  # bands/rows ignored when threshold is set
+    cfg.validate()
+    assert cfg.resolved_bands_rows() == mh.optimal_bands_rows(0.8, 112)
+    assert DedupConfig().resolved_bands_rows() == (14, 8)
+
+
+def test_bucket_edges_star_per_bucket():
+    band = np.array([0, 0, 0, 1, 1, -1, -1, 0, 2], dtype=np.int16)
+    key = np.array([5, 5, 5, 5, 7, 9, 9, 6, 5], dtype=np.uint64)
+    doc = np.array([30, 10, 20, 10, 20, 40, 41, 10, 10], dtype=np.int64)
+    e = bucket_edges(band, key, doc)
+    got = sorted(zip(e["src"].tolist(), e["dst"].tolist(), e["exact"].tolist()))
+    # bucket (0,5) = {10,20,30}: 10->20, 10->30; (-1,9) = {40,41} exact; singletons give nothing
+    assert got == [(10, 20, False), (10, 30, False), (40, 41, True)]
+    e = bucket_edges(band[:1], key[:1], doc[:1])
+    assert len(e["src"]) == 0
+
+
+def test_connected_components_smallest_member():
+    src = np.array([5, 9, 100, 7], dtype=np.int64)
+    dst = np.array([9, 2, 101, 100], dtype=np.int64)
+    nodes, comp = connected_components(src, dst)
+    assert nodes.tolist() == [2, 5, 7, 9, 100, 101]
+    assert comp.tolist() == [2, 2, 7, 2, 7, 7]
+    nodes, comp = connected_components(np.empty(0, np.int64), np.empty(0, np.int64))
+    assert len(nodes) == len(comp) == 0
+
+
+def test_empty_input_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        run_dedup(tmp_path, DedupConfig())
+    (tmp_path / "documents").mkdir()
+    with pytest.raises(UserError, match="no \\*.parquet"):
+        run_dedup(tmp_path, DedupConfig())
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="ray-dd-", dir="/tmp"))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def doc_dir(tmp_path_factory):
+    """OUT/documents with 3 files of real documents (+ one synthetic near duplicate).
+
+    a_ukwa: gov.uk crawl A; b_ukwa: crawl B of the same URLs 10 minutes later (cross-file exact
+    duplicates) + an edit (J ~ 0.9) of a real WET document; c_mixed: fiscalitefrg.com ('/' and
+    '/index.html' are the same page) + 25 real WET documents (three identical cdc.gov 404 pages),
+    with a quality_score column.
+    """
+    if not WARC_DIR.is_dir():
+        pytest.skip(f"shared WARC data not found at {WARC_DIR}")
+    out = tmp_path_factory.mktemp("out")
+    a = load_html_documents("ukwa_2014_gov-uk_daily-crawl-a.warc.gz")
+    b = load_html_documents("ukwa_2014_gov-uk_daily-crawl-b-revisits.warc.gz")
+    fr = load_html_documents("heritrix_2012_fiscalitefrg-com_fr.warc.gz")
+    wet = load_wet_documents("cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz")
+    source = next(d for d in wet if "electricalbody" in d["url"])
+    words, j = jaccard_pair(mh.normalize_words(source["text"]), 0.9, random.Random(3))
+    near = dict(source, id="synthetic-near-duplicate", url=source["url"] + "?edited", text=b" ".join(words).decode())
+    c = fr + wet
+    quality = [0.5] * len(c)
+    cdc = [i for i, d in enumerate(c) if "cdc.gov/tb/?404" in d["url"]]
+    quality[cdc[-1]] = 0.9  # the last of three identical pages has the best quality: it must be kept
+    write_documents(a, out / "documents" / "a_ukwa.parquet")
+    write_documents(b + [near], out / "documents" / "b_ukwa.parquet")
+    write_documents(c, out / "documents" / "c_mixed.parquet", extra={"quality_score": np.array(quality, np.float32)})
+    return {"out": out, "docs": a + b + [near] + c, "near_j": j, "cdc_best": c[cdc[-1]]["id"], "source_id": source["id"]}
+
+
+def _read_outputs(out: Path, sub: str = "deduped") -> dict[str, dict]:
+    rows = {}
+    for f in sorted((out / sub).glob("*.parquet")):
+        for r in pq.read_table(f).to_pylist():
+            rows[r["id"]] = r
+    return rows
+
+
+@needs_data
+def test_dedup_end_to_end_and_deterministic(ray_local, doc_dir):
+    out, docs = doc_dir["out"], doc_dir["docs"]
+    stats = run_dedup(out, DedupConfig())
+    kept = _read_outputs(out)
+
+    # every input file has an output with the input columns (in order) + dedup_cluster int64
+    for name in ("a_ukwa", "b_ukwa", "c_mixed"):
+        in_schema = pq.read_schema(out / "documents" / f"{name}.parquet")
+        out_schema = pq.read_schema(out / "deduped" / f"{name}.parquet")
+        assert out_schema.names == in_schema.names + ["dedup_cluster"]
+        assert str(out_schema.field("dedup_cluster").type) == "int64"
+
+    # exact duplicates: groups by normalized text computed here independently
+    groups = defaultdict(list)
+    for gidx, d in enumerate(docs):
+        groups[mh.normalize_text(d["text"])].append((gidx, d))
+    dup_groups = [g for g in groups.values() if len(g) > 1]
+    assert len(dup_groups) >= 9  # 7 gov.uk groups (within and across crawls A/B), fiscalitefrg, cdc.gov
+    for g in dup_groups:
+        survivors = [d["id"] for _, d in g if d["id"] in kept]
+        assert len(survivors) == 1, [d["url"] for _, d in g]
+        assert kept[survivors[0]]["dedup_cluster"] == min(i for i, _ in g)
+    assert stats["exact"]["documents_removed"] == sum(len(g) - 1 for g in dup_groups)
+    assert stats["exact"]["duplicate_groups"] == len(dup_groups)
+
+    # cross-file: crawl B's copies of crawl A pages are gone (same quality (none): smaller id = crawl A)
+    b_kept = pq.read_table(out / "deduped" / "b_ukwa.parquet").column("url").to_pylist()
+    assert "http://data.gov.uk/about" not in b_kept and "http://data.gov.uk/faq" not in b_kept
+    # '/' and '/index.html' of fiscalitefrg.com: equal quality 0.5 -> the smaller id is kept
+    fr = [d for d in docs if d["url"] in ("http://www.fiscalitefrg.com/", "http://www.fiscalitefrg.com/index.html")]
+    assert [d["id"] for d in fr if d["id"] in kept] == [min(d["id"] for d in fr)]
+    # quality beats id
+    assert doc_dir["cdc_best"] in kept
+
+    # the synthetic near duplicate (J ~ 0.9) is removed; its source (quality 0.5 > none) is kept
+    assert 0.85 < doc_dir["near_j"] < 0.95
+    assert "synthetic-near-duplicate" not in kept and doc_dir["source_id"] in kept
+    near_gidx = next(i for i, d in enumerate(docs) if d["id"] == "synthetic-near-duplicate")
+    assert kept[doc_dir["source_id"]]["dedup_cluster"] == near_gidx  # b_ukwa precedes c_mixed
+    assert stats["minhash"]["documents_removed"] >= 1 and stats["minhash"]["near_duplicate_components"] >= 1
+    singles = [d["id"] for g in groups.values() if len(g) == 1 for _, d in g if d["id"] != doc_dir["source_id"]]
+    assert all(kept[i]["dedup_cluster"] == -1 for i in singles if i in kept)
+
+    # stats
+    assert stats["documents_in"] == len(docs) and stats["documents_out"] == len(kept)
+    assert stats["documents_removed"] == stats["exact"]["documents_removed"] + stats["minhash"]["documents_removed"]
+    assert stats["minhash"]["s_curve"]["0.8"] == pytest.approx(0.923548, abs=1e-5)
+    assert set(stats["seconds"]) >= {"signatures", "shuffle_buckets", "components", "keep", "write", "total"}
+    assert stats["peak_rss_driver_bytes"] > 0
+    assert json.loads((out / "stats" / "dedup.json").read_text())["documents_out"] == len(kept)
+
+    # rerun: byte-identical files
+    before = {p.name: p.read_bytes() for p in (out / "deduped").glob("*.parquet")}
+    run_dedup(out, DedupConfig())
+    after = {p.name: p.read_bytes() for p in (out / "deduped").glob("*.parquet")}
+    assert before == after
+    assert not list((out / "deduped").glob("*.tmp-*"))
+
+
+@needs_data
+def test_exact_only_keeps_near_duplicates(ray_local, doc_dir):
+    out = doc_dir["out"]
+    stats = run_dedup(out, DedupConfig(minhash=False), output_subdir="exact_only")
+    kept = _read_outputs(out, "exact_only")
+    assert "synthetic-near-duplicate" in kept
+    assert stats["minhash"]["documents_removed"] == 0 and stats["exact"]["documents_removed"] > 0
+
+
+@needs_data
+def test_edge_limit_and_cli(ray_local, doc_dir):
+    out = doc_dir["out"]
+    with pytest.raises(UserError, match="max_edges_single_worker"):
+        run_dedup(out, DedupConfig(max_edges_single_worker=1), output_subdir="never")
+    app = typer.Typer()
+    app.command()(dedup_cmd)
+    res = CliRunner().invoke(app, [str(out), "--bands", "13"])
+    assert isinstance(res.exception, UserError) and "bands*rows" in str(res.exception)
+    res = CliRunner().invoke(app, [str(out), "--no-exact", "--threshold", "0.8", "--output-subdir", "cli"])
+    assert res.exit_code == 0, res.output
+    assert "documents in" in res.output and len(list((out / "cli").glob("*.parquet"))) == 3

@@ -1,0 +1,171 @@
+"""MinHash signatures (bit-for-bit datasketch), normalization, LSH bands and the S-curve."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import datasketch
+import numpy as np
+import pytest
+from datasketch.hashfunc import sha1_hash32 as datasketch_sha1_hash32
+from jaccard_gen import WARC_DIR, jaccard_pair, load_html_documents, load_wet_documents, real_base_documents
+
+from webmill.curate import minhash as mh
+
+needs_data = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"shared WARC data not found at {WARC_DIR}")
+
+
+@pytest.fixture(scope="module")
+def real_texts() -> list[str]:
+    texts = [d["text"] for d in load_wet_documents("cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz")]
+    texts += [d["text"] for d in load_html_documents("heritrix_2012_fiscalitefrg-com_fr.warc.gz")]
+    texts += [d["text"] for d in load_wet_documents("cc_CC-MAIN-2015-35_crate-example.warc.wet.gz")]
+    texts += ["", "Deux mots", "one two three four"]  # no shingle, shorter than 5 words
+    return texts
+
+
+def datasketch_signature(text: str, hashfunc, scheme: str, num_perm=112, seed=1, k=5, batch=True):
+    m = datasketch.MinHash(num_perm=num_perm, seed=seed, hashfunc=hashfunc, scheme=scheme)
+    sh = mh.shingles(mh.normalize_words(text), k)
+    if batch:
+        m.update_batch(sh)
+    else:
+        for s in sh:
+            m.update(s)
+    return m.hashvalues
+
+
+@needs_data
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+@pytest.mark.parametrize("hash_name", mh.SHINGLE_HASHES)
+def test_signatures_equal_datasketch_on_real_documents(real_texts, hash_name, scheme):
+    # a small chunk forces documents to straddle chunk boundaries
+    hasher = mh.MinHasher(num_perm=112, seed=1, shingle_size=5, hash_name=hash_name, scheme=scheme, chunk_shingles=997)
+    sig = hasher.signatures(real_texts)
+    assert sig.shape == (len(real_texts), 112)
+    for i, text in enumerate(real_texts):
+        ref = datasketch_signature(text, mh.shingle_hashfunc(hash_name), scheme, batch=i % 2 == 0)
+        assert sig.dtype == ref.dtype
+        np.testing.assert_array_equal(sig[i], ref, err_msg=f"document {i} ({hash_name}, {scheme})")
+
+
+@needs_data
+def test_default_datasketch_sha1_and_other_parameters(real_texts):
+    # datasketch with no hashfunc uses sha1_hash32: our "sha1" must equal it; other num_perm/seed/k too
+    assert all(mh.sha1_hash32(s) == datasketch_sha1_hash32(s) for s in [b"", b"a b c d e", "é".encode()])
+    hasher = mh.MinHasher(num_perm=64, seed=42, shingle_size=3, hash_name="sha1")
+    sig = hasher.signatures(real_texts[:6])
+    for i, text in enumerate(real_texts[:6]):
+        np.testing.assert_array_equal(sig[i], datasketch_signature(text, None, "affine32", 64, 42, 3))
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+def test_permutations_match_datasketch(scheme):
+    for num_perm, seed in [(112, 1), (7, 0), (256, 12345)]:
+        ours = mh.datasketch_permutations(num_perm, seed, scheme)
+        ref = np.asarray(datasketch.MinHash(num_perm=num_perm, seed=seed, scheme=scheme).permutations)
+        np.testing.assert_array_equal(ours, ref)
+        assert ours.dtype == ref.dtype
+
+
+def test_chunk_size_does_not_change_signatures():
+    texts = ["alpha beta gamma delta epsilon zeta eta theta " * 30, "", "x", "one two three four five six"]
+    ref = mh.MinHasher(chunk_shingles=1 << 20).signatures(texts)
+    for chunk in (1, 3, 64):
+        np.testing.assert_array_equal(mh.MinHasher(chunk_shingles=chunk).signatures(texts), ref)
+    assert (ref[1] == 2**32 - 1).all()  # no shingle: datasketch's empty MinHash
+    assert not (ref[2] == 2**32 - 1).all()
+
+
+def test_normalization():
+    assert mh.normalize_words("Hello,   World!\n\tÉtat—l’été") == [
+        b"hello", b"world", "e\u0301tat".encode(), b"l", "e\u0301te\u0301".encode()
+    ]
+    # NFKD folds compatibility forms (full-width letters, ligatures); symbols and emoji separate
+    assert mh.normalize_text("ＡＢＣ ﬁne $5+3=8 😀ok") == "abc fine 5 3 8 ok"
+    assert mh.normalize_words(None) == [] and mh.normalize_words(" ,;- ") == []
+    # Devanagari vowel signs (combining marks) stay inside the word
+    assert len(mh.normalize_words("हिन्दी भाषा")) == 2
+    with pytest.raises(TypeError):
+        mh.normalize_words(b"bytes")
+
+
+def test_shingles_and_short_documents():
+    words = mh.normalize_words("a b c d e f")
+    assert mh.shingles(words, 5) == [b"a b c d e", b"b c d e f"]
+    assert mh.shingles(words[:3], 5) == [b"a b c"]
+    assert mh.shingles([], 5) == []
+    hv, off = mh.MinHasher().shingle_hashes([words, words[:3], []])
+    assert off.tolist() == [0, 2, 3, 3]
+    assert hv.tolist() == [mh.xxh3_words_hash32(s) for s in mh.shingles(words, 5) + [b"a b c"]]
+    with pytest.raises(ValueError, match="shingle_size"):
+        mh.MinHasher(shingle_size=0)
+    with pytest.raises(ValueError, match="unknown shingle hash"):
+        mh.MinHasher(hash_name="md5")
+
+
+def test_band_hashes():
+    rng = np.random.default_rng(0)
+    sig = rng.integers(0, 2**32, (3, 112), dtype=np.uint64).astype(np.uint32)
+    sig[1] = sig[0]
+    sig[1, 8 * 3 + 2] ^= 1  # differ in band 3 only
+    keys = mh.band_hashes(sig, 14, 8)
+    assert keys.shape == (3, 14) and keys.dtype == np.uint64
+    assert (keys[0] == keys[1]).sum() == 13 and keys[0, 3] != keys[1, 3]
+    assert not np.isin(keys[2], keys[0]).any()
+    with pytest.raises(ValueError, match="exceeds"):
+        mh.band_hashes(sig, 15, 8)
+
+
+def test_s_curve_and_optimal_parameters():
+    p = mh.candidate_probability(np.array([0.5, 0.7, 0.8, 0.9]), 14, 8)
+    np.testing.assert_allclose(p, [0.0533, 0.5645, 0.9235, 0.9996], atol=1e-4)
+    for threshold in (0.7, 0.8, 0.9):
+        lsh = datasketch.MinHashLSH(threshold=threshold, num_perm=112)
+        assert mh.optimal_bands_rows(threshold, 112) == (lsh.b, lsh.r)
+    with pytest.raises(ValueError, match="threshold"):
+        mh.optimal_bands_rows(1.5, 112)
+
+
+def _is_candidate(hasher: mh.MinHasher, a: list[bytes], b: list[bytes], bands=14, rows=8) -> bool:
+    keys = mh.band_hashes(hasher.signatures_from_words([a, b]), bands, rows)
+    return bool((keys[0] == keys[1]).any())
+
+
+@pytest.fixture(scope="module")
+def bases() -> list[list[bytes]]:
+    docs = real_base_documents(min_words=200)
+    assert len(docs) >= 15
+    return docs
+
+
+@needs_data
+def test_recall_and_precision_on_pairs_with_known_jaccard(bases):
+    """FineWeb 14x8: recall >= 0.9 for J >= 0.8, precision >= 0.98 against pairs with J < 0.5."""
+    rng = random.Random(7)
+    hasher = mh.MinHasher()  # the production default: seed 1, xxh3_words, affine32
+    pos = [jaccard_pair(bases[i % len(bases)], rng.uniform(0.8, 1.0), rng) for i in range(300)]
+    neg = [jaccard_pair(bases[i % len(bases)], rng.uniform(0.2, 0.5), rng) for i in range(300)]
+    assert min(j for _, j in pos) >= 0.79 and max(j for _, j in neg) < 0.51
+    tp = sum(_is_candidate(hasher, bases[i % len(bases)], w) for i, (w, _) in enumerate(pos))
+    fp = sum(_is_candidate(hasher, bases[i % len(bases)], w) for i, (w, _) in enumerate(neg))
+    recall, precision = tp / len(pos), tp / (tp + fp)
+    assert recall >= 0.9, f"recall {recall:.3f} (tp={tp})"
+    assert precision >= 0.98, f"precision {precision:.3f} (tp={tp}, fp={fp})"
+
+
+@needs_data
+@pytest.mark.parametrize("target", [0.5, 0.6, 0.7, 0.8])
+def test_candidate_rate_follows_s_curve(bases, target):
+    """Observed P(candidate) vs 1-(1-J^8)^14 within 3 binomial sigma (a new seed per pair)."""
+    rng = random.Random(int(target * 100))
+    n, hits, probs = 300, 0, []
+    for i in range(n):
+        base = bases[i % len(bases)]
+        edited, j = jaccard_pair(base, target, rng)
+        probs.append(float(mh.candidate_probability(j, 14, 8)))
+        hits += _is_candidate(mh.MinHasher(seed=1000 + i), base, edited)
+    expected = sum(probs)
+    sigma = math.sqrt(sum(p * (1 - p) for p in probs))
+    assert abs(hits - expected) <= 3 * sigma + 1, f"J~{target}: {hits}/{n} candidates, expected {expected:.1f}±{sigma:.1f}"

@@ -1,0 +1,162 @@
+"""Pipeline configuration: FineWeb defaults, overridable from a TOML file and the command line.
+
+The configuration is a nested dict. Sections and keys (defaults below) are validated: an unknown
+section or key, or a value of the wrong type, raises :class:`webmill.errors.UserError` naming
+the key. Sections that feed a filter class (``[filters.*]``, ``[pii]``) or ``[dedup]`` are
+checked against that class's constructor, so every threshold of a rule is a config key.
+``examples/fineweb.toml`` lists FineWeb's chain with every key.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import inspect
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from webmill.errors import UserError
+
+DEFAULTS: dict[str, Any] = {
+    "url_filter": {"enabled": True},  # + URLFilter kwargs
+    "extract": {
+        "extractor": "trafilatura",  # or "resiliparse"
+        "timeout_s": 1.0,  # datatrove's default per-document extraction timeout
+        "max_docs_per_child": 5000,  # recycle the extraction subprocess (bounds memory)
+    },
+    "language": {"enabled": True},  # + LanguageFilter kwargs (languages=["en"], threshold=0.65)
+    "filters": {
+        "gopher_repetition": {"enabled": True},
+        "gopher_quality": {"enabled": True},
+        "c4": {"enabled": True},
+        "fineweb": {"enabled": True},
+    },
+    "dedup": {"enabled": True},  # + DedupConfig fields
+    "pii": {"enabled": True},  # + PIIFilter kwargs
+    "quality": {
+        "enabled": False,
+        "model_path": "",  # empty → the bundled default model
+        "mode": "buckets",  # "threshold" | "top_fraction" | "buckets" (annotate only)
+        "threshold": 0.018112,  # DCLM's fastText threshold (Li et al. 2024); model-specific
+        "top_fraction": 0.1,
+        "n_buckets": 20,  # Nemotron-CC (Su et al. 2024, section 2.2)
+    },
+    "tokenize": {
+        "tokenizer": "cl100k_base",
+        "shard_tokens": 100_000_000,
+        "val_fraction": 0.0005,
+        "seed": 0,
+    },
+    "ray": {
+        "num_workers": 0,  # 0 → one per CPU of the cluster
+        "memory_mb": 2048,  # memory reserved per per-file worker
+        "max_files_per_worker": 64,  # recycle worker actors (bounds memory growth)
+        "max_retries": 2,  # re-runs of a file whose worker died
+    },
+    "output": {"write_removed": False},
+}
+
+# Sections whose keys are a class's constructor arguments: section path → (module, class).
+CLASS_SECTIONS = {
+    ("url_filter",): ("webmill.filters.url", "URLFilter"),
+    ("language",): ("webmill.filters.language", "LanguageFilter"),
+    ("filters", "gopher_repetition"): ("webmill.filters.gopher", "GopherRepetitionFilter"),
+    ("filters", "gopher_quality"): ("webmill.filters.gopher", "GopherQualityFilter"),
+    ("filters", "c4"): ("webmill.filters.c4", "C4Filter"),
+    ("filters", "fineweb"): ("webmill.filters.fineweb", "FineWebQualityFilter"),
+    ("pii",): ("webmill.filters.pii", "PIIFilter"),
+    ("dedup",): ("webmill.curate.dedup", "DedupConfig"),
+}
+
+
+def class_for(section: tuple[str, ...]):
+    """The class configured by ``section`` (e.g. ``("filters", "c4")``)."""
+    mod, name = CLASS_SECTIONS[section]
+    return getattr(importlib.import_module(mod), name)
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple, str))
+    return isinstance(value, type(default))
+
+
+def _check_class_section(path: tuple[str, ...], table: dict) -> None:
+    where = ".".join(path)
+    if not isinstance(table.get("enabled", True), bool):
+        raise UserError(f"config [{where}] enabled must be true or false, got {table['enabled']!r}")
+    if set(table) <= {"enabled"}:
+        return
+    params = inspect.signature(class_for(path)).parameters
+    for key, value in table.items():
+        if key == "enabled":
+            continue
+        if key not in params:
+            known = ", ".join(k for k in params if k not in ("self", "args", "kwargs"))
+            raise UserError(f"unknown config key [{where}] {key!r}; known keys: enabled, {known}")
+        default = params[key].default
+        if default is not inspect.Parameter.empty and not _type_ok(value, default):
+            raise UserError(f"config [{where}] {key} must be {type(default).__name__}, got {value!r}")
+
+
+def _merge(base: dict, over: dict, path: tuple[str, ...]) -> None:
+    for key, value in over.items():
+        here = path + (key,)
+        where = ".".join(here)
+        if path + (key,) in CLASS_SECTIONS:
+            if not isinstance(value, dict):
+                raise UserError(f"config [{where}] must be a table")
+            _check_class_section(here, value)
+            base.setdefault(key, {}).update(value)
+        elif key not in base:
+            raise UserError(f"unknown config key {where!r}; known here: {', '.join(base)}")
+        elif isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise UserError(f"config [{where}] must be a table")
+            _merge(base[key], value, here)
+        else:
+            if not _type_ok(value, base[key]):
+                raise UserError(f"config {where} must be {type(base[key]).__name__}, got {value!r}")
+            base[key] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Defaults, then the TOML file at ``path``, then ``overrides`` (same nesting).
+
+    Raises:
+        UserError: missing/unparseable file, unknown key, or wrong value type (names the key).
+    """
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot parse config {p}: {e}") from e
+        _merge(cfg, data, ())
+    if overrides:
+        _merge(cfg, overrides, ())
+    return cfg
+
+
+def kwargs_of(table: dict) -> dict:
+    """Constructor keyword arguments of a class-backed section (``enabled`` removed)."""
+    return {k: v for k, v in table.items() if k != "enabled"}
+
+
+def config_hash(cfg: dict) -> str:
+    """sha256 hex of the canonical JSON of ``cfg`` (recorded in markers and the shard manifest)."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()

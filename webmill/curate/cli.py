@@ -1,0 +1,246 @@
+"""``curate``: the command-line interface of the curation pipeline.
+
+``curate run WARC_DIR`` runs every step on an embedded local Ray (or a cluster with
+``--ray-address``); each step is also its own subcommand so it can be re-run with other
+settings. User errors print one line and exit with code 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from webmill.errors import UserError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Curate web crawls (WARC/WET/ARC) into token shards on Ray.")
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+def default_out(inputs: list[str]) -> Path:
+    """Default output directory: ``./webmill-out/<name of the first input>``."""
+    first = inputs[0].rstrip("/").rsplit("/", 1)[-1] or "run"
+    for ch in "*?[]@":
+        first = first.replace(ch, "")
+    return Path("webmill-out") / (first or "run")
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output directory {out} is not writable: {e.strerror or e}") from e
+
+
+class _Progress:
+    """Per-file progress: a rich bar on a terminal, one plain line per file otherwise."""
+
+    def __init__(self, total: int, label: str):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.total, self.done, self.docs, self.t0 = total, 0, 0, time.time()
+        self.bar = None
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console)
+            self.task = self.bar.add_task(label, total=total, rate="")
+            self.bar.start()
+
+    def __call__(self, stats: dict) -> None:
+        self.done += 1
+        self.docs += stats.get("stages", {}).get("html_or_wet", 0)
+        rate = self.docs / max(time.time() - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, rate=f"{rate:.1f} docs/s")
+        else:
+            self.console.print(f"[{self.done}/{self.total}] {stats['stem']}: records={stats['records']} "
+                               f"kept={stats['kept']} errors={stats['errors']} ({rate:.1f} docs/s)",
+                               highlight=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@app.command()
+def run(
+    inputs: list[str] = typer.Argument(..., help="WARC/WET/ARC inputs: directories, globs, files, "
+                                       "@list.txt files, or fsspec URLs (s3://..., https://...)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output directory "
+                                       "[default: ./webmill-out/<first input name>]."),
+    config: Optional[Path] = typer.Option(None, "-c", "--config", help="Pipeline config TOML "
+                                          "(see examples/fineweb.toml); defaults are FineWeb's."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+                                              help="Ray cluster address; default: embedded local Ray."),
+    extractor: Optional[str] = typer.Option(None, help="trafilatura (default) or resiliparse."),
+    languages: Optional[str] = typer.Option(None, help="Comma-separated languages to keep, or 'all' "
+                                            "[default: en]."),
+    workers: Optional[int] = typer.Option(None, help="Per-file worker actors [default: one per CPU]."),
+    dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="Run exact + MinHash dedup."),
+    pii: bool = typer.Option(True, "--pii/--no-pii", help="Run PII scrubbing."),
+    quality: Optional[bool] = typer.Option(None, "--quality/--no-quality",
+                                           help="Score documents with the quality classifier."),
+    tokenizer: Optional[str] = typer.Option(None, help="tiktoken name or trained tokenizer dir "
+                                            "[default: cl100k_base]."),
+    tokenize: bool = typer.Option(True, "--tokenize/--no-tokenize", help="Write token shards."),
+    force: bool = typer.Option(False, help="Reprocess inputs that already have a completion marker."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report at the end."),
+) -> None:
+    """Run the whole pipeline: per-document stages → dedup → PII/quality → token shards."""
+    from webmill.config import config_hash, load_config
+    from webmill.curate.pipeline import discover_inputs, init_ray, run_documents
+
+    overrides: dict = {}
+    if extractor:
+        overrides.setdefault("extract", {})["extractor"] = extractor
+    if languages:
+        langs = "all" if languages.strip() == "all" else [x.strip() for x in languages.split(",") if x.strip()]
+        overrides.setdefault("language", {})["languages"] = langs
+    if workers is not None:
+        overrides.setdefault("ray", {})["num_workers"] = workers
+    if tokenizer:
+        overrides.setdefault("tokenize", {})["tokenizer"] = tokenizer
+    if quality is not None:
+        overrides.setdefault("quality", {})["enabled"] = quality
+    overrides.setdefault("dedup", {})["enabled"] = dedup
+    overrides.setdefault("pii", {})["enabled"] = pii
+    cfg = load_config(config, overrides)
+    files = discover_inputs(inputs)
+    out = out or default_out(inputs)
+    _check_writable(out)
+    print(f"curate run: {len(files)} input files → {out}", file=sys.stderr)
+    init_ray(ray_address)
+    progress = _Progress(len(files), "documents")
+    try:
+        res = run_documents(files, out, cfg, force=force, on_progress=progress)
+    finally:
+        progress.close()
+    if res["skipped"]:
+        print(f"skipped {len(res['skipped'])} inputs with completion markers (use --force to redo)",
+              file=sys.stderr)
+    for f in res["failed"]:
+        print(f"failed: {f['input']}: {f['reason']}", file=sys.stderr)
+    _global_steps(out, cfg, config_hash(cfg), do_tokenize=tokenize)
+    if report:
+        _report(out)
+    from webmill.curate.funnel import print_funnel
+
+    print_funnel(out)
+
+
+def _global_steps(out: Path, cfg: dict, cfg_hash: str, do_tokenize: bool = True) -> None:
+    from webmill.config import kwargs_of
+
+    src = "documents"
+    if cfg["dedup"].get("enabled", True):
+        from webmill.curate.dedup import DedupConfig, run_dedup
+
+        run_dedup(out, DedupConfig(**kwargs_of(cfg["dedup"])), input_subdir="documents", output_subdir="deduped")
+        src = "deduped"
+    if cfg["pii"].get("enabled", True) or cfg["quality"].get("enabled", False):
+        from webmill.curate.finalize import run_finalize
+
+        run_finalize(out, cfg, input_subdir=src, output_subdir="final")
+        src = "final"
+    if do_tokenize:
+        from webmill.tokenize.dataset import tokenize_dataset
+
+        t = cfg["tokenize"]
+        tokenize_dataset(out / src, out / "shards", tokenizer=t["tokenizer"], shard_tokens=t["shard_tokens"],
+                         val_fraction=t["val_fraction"], seed=t["seed"], config_hash=cfg_hash)
+
+
+def _report(out: Path) -> None:
+    try:
+        from webmill.curate.report import write_report
+    except ImportError:
+        return
+    write_report(out)
+
+
+@app.command()
+def finalize(
+    out: Path = typer.Argument(..., help="Output directory of a run (reads OUT/deduped)."),
+    config: Optional[Path] = typer.Option(None, "-c", "--config", help="Pipeline config TOML."),
+    input_subdir: str = typer.Option("deduped", help="Subdirectory of OUT to read."),
+    quality: Optional[bool] = typer.Option(None, "--quality/--no-quality", help="Quality scoring on/off."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+                                              help="Ray cluster address; default: embedded local Ray."),
+) -> None:
+    """PII scrubbing + quality scoring: OUT/deduped → OUT/final (stats in OUT/stats/final.json)."""
+    from webmill.config import load_config
+    from webmill.curate.finalize import run_finalize
+    from webmill.curate.pipeline import init_ray
+
+    cfg = load_config(config, {"quality": {"enabled": quality}} if quality is not None else None)
+    init_ray(ray_address)
+    s = run_finalize(out, cfg, input_subdir=input_subdir)
+    print(f"finalize: {s['documents_in']} → {s['documents_out']} documents; PII {s['pii_counts']}")
+
+
+@app.command()
+def funnel(out: Path = typer.Argument(..., help="Output directory of a run.")) -> None:
+    """Print the funnel (documents left after each stage) of a finished run."""
+    if not (out / "stats").is_dir():
+        raise UserError(f"{out} has no stats/ directory (is it the output of `curate run`?)")
+    from webmill.curate.funnel import print_funnel
+
+    print_funnel(out)
+
+
+def _register() -> None:
+    """Attach the step commands that live beside their code."""
+    from webmill.curate.dedup import dedup_cmd
+    from webmill.tokenize.bpe import train_tokenizer_cmd
+    from webmill.tokenize.dataset import tokenize_cmd
+    from webmill.tokenize.shards import check_shards_cmd
+
+    app.command("dedup")(dedup_cmd)
+    app.command("tokenize")(tokenize_cmd)
+    app.command("train-tokenizer")(train_tokenizer_cmd)
+    app.command("check-shards")(check_shards_cmd)
+    for mod, fn, name in (("webmill.curate.quality", "train_quality_cmd", "train-quality"),
+                          ("webmill.curate.report", "stats_cmd", "stats"),
+                          ("webmill.curate.rephrase", "rephrase_cmd", "rephrase")):
+        try:
+            module = __import__(mod, fromlist=[fn])
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+            continue
+        app.command(name)(getattr(module, fn))
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors with exit code 2 for user errors."""
+    debug = "--debug" in sys.argv
+    try:
+        app()
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,198 @@
+"""The per-document stages for one input file: read → URL blocklist → extract → language ID →
+heuristic rules → ``OUT/documents/<stem>.parquet`` + ``OUT/stats/<stem>.json`` + marker.
+
+:class:`FileProcessor` holds the loaded models (lid.176, blocklists, the extraction subprocess)
+and processes whole files; :mod:`webmill.curate.pipeline` runs one per Ray actor. Accounting
+invariant, checked by the tests: for every file ``records == kept + sum(dropped.values()) +
+errors``, where ``records`` counts every record read (warcinfo, request, ... included).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from webmill.config import class_for, config_hash, kwargs_of
+from webmill.curate.extract import Extractor, ExtractionTimeout, decode_html
+from webmill.curate.outputs import (DOCUMENT_SCHEMA, marker_path, write_json_atomic,
+                                    write_parquet_atomic)
+from webmill.curate.readers import ReadError, document_id, input_stem, iter_records
+from webmill.filters.base import Document
+
+RULE_SECTIONS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+MAX_LISTED_ERRORS = 100  # errors listed per file in stats (all are counted)
+
+
+def build_rules(cfg: dict) -> list:
+    """Instantiate the enabled heuristic rules in FineWeb's order (Gopher repetition, Gopher
+    quality, C4, FineWeb) from ``cfg["filters"]``."""
+    rules = []
+    for name in RULE_SECTIONS:
+        table = cfg["filters"].get(name, {})
+        if table.get("enabled", True):
+            rules.append(class_for(("filters", name))(**kwargs_of(table)))
+    return rules
+
+
+class FileProcessor:
+    """Runs the per-document stages over whole input files.
+
+    Args:
+        cfg: pipeline config (see :mod:`webmill.config`).
+        out: output directory ``OUT`` (Path).
+    """
+
+    def __init__(self, cfg: dict, out: Path):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.cfg_hash = config_hash(cfg)
+        self.url_filter = (class_for(("url_filter",))(**kwargs_of(cfg["url_filter"]))
+                           if cfg["url_filter"].get("enabled", True) else None)
+        self.language = (class_for(("language",))(**kwargs_of(cfg["language"]))
+                         if cfg["language"].get("enabled", True) else None)
+        self.rules = build_rules(cfg)
+        ex = cfg["extract"]
+        self.extractor = Extractor(ex["extractor"], ex["timeout_s"], ex["max_docs_per_child"])
+
+    def close(self) -> None:
+        self.extractor.close()
+
+    def process(self, path: str, stem: str | None = None) -> dict:
+        """Process one input file; write its outputs and marker; return its stats dict.
+
+        Stats keys: ``input``, ``stem``, ``records``, ``kept``, ``dropped`` (reason → count),
+        ``errors`` (records that raised), ``error_records`` (first 100, with offset and
+        message), ``read_errors`` (damaged regions), ``warnings``, ``stages`` (documents left
+        after each stage), ``chars`` (extracted/kept characters), ``seconds`` (per stage).
+        """
+        stem = stem or input_stem(path)
+        t_start = time.perf_counter()
+        secs: Counter = Counter()
+        dropped: Counter = Counter()
+        stages: Counter = Counter()
+        chars: Counter = Counter()
+        error_records: list[dict] = []
+        read_errors: list[ReadError] = []
+        n_records = n_errors = 0
+        rows: dict[str, list] = {f.name: [] for f in DOCUMENT_SCHEMA}
+        removed: dict[str, list[dict]] = {}
+        write_removed = self.cfg["output"].get("write_removed", False)
+        source_name = path.rstrip("/").rsplit("/", 1)[-1]
+
+        def drop(reason: str, doc: Document | None = None, stage: str = "") -> None:
+            dropped[reason] += 1
+            if write_removed and doc is not None:
+                removed.setdefault(stage or reason, []).append(
+                    {"id": doc.id, "url": doc.url, "reason": reason, "text": doc.text})
+
+        t0 = time.perf_counter()
+        for rec in iter_records(path, read_errors):
+            n_records += 1
+            secs["read"] += time.perf_counter() - t0
+            try:
+                self._one(rec, source_name, drop, stages, chars, secs, rows)
+            except Exception as e:  # noqa: BLE001 - one bad record never kills a run
+                n_errors += 1
+                if len(error_records) < MAX_LISTED_ERRORS:
+                    error_records.append({"offset": rec.offset, "url": rec.url,
+                                          "error": f"{type(e).__name__}: {e}"[:300]})
+            t0 = time.perf_counter()
+        secs["read"] += time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        table = pa.table(rows, schema=DOCUMENT_SCHEMA)
+        write_parquet_atomic(table, self.out / "documents" / f"{stem}.parquet")
+        for stage, docs in removed.items():
+            write_parquet_atomic(pa.Table.from_pylist(docs), self.out / "removed" / stage / f"{stem}.parquet")
+        secs["write"] += time.perf_counter() - t0
+        warnings = [e.as_dict() for e in read_errors if e.kind == "single_gzip_stream"]
+        stats = {
+            "input": path,
+            "stem": stem,
+            "records": n_records,
+            "kept": table.num_rows,
+            "dropped": dict(sorted(dropped.items())),
+            "errors": n_errors,
+            "error_records": error_records,
+            "read_errors": [e.as_dict() for e in read_errors if e.kind != "single_gzip_stream"],
+            "warnings": warnings,
+            "stages": dict(stages),
+            "chars": dict(chars),
+            "seconds": {k: round(v, 4) for k, v in sorted(secs.items())},
+            "seconds_total": round(time.perf_counter() - t_start, 4),
+            "config_hash": self.cfg_hash,
+        }
+        write_json_atomic(stats, self.out / "stats" / f"{stem}.json")
+        write_json_atomic({"input": path, "config_hash": self.cfg_hash, "kept": table.num_rows},
+                          marker_path(self.out, stem))
+        return stats
+
+    def _one(self, rec, source_name, drop, stages, chars, secs, rows) -> None:
+        stages["records"] += 1
+        is_wet = rec.rec_type == "conversion"
+        if not is_wet:
+            if rec.rec_type != "response":
+                return drop("not_response")
+            if rec.http_status != 200:
+                return drop("http_not_200")
+            if "html" not in rec.content_type:
+                return drop("not_html")
+        stages["html_or_wet"] += 1
+        doc = Document(text="", url=rec.url, id=document_id(source_name, rec.record_id))
+        if self.url_filter is not None:
+            t = time.perf_counter()
+            keep, reason = self.url_filter.filter(doc)
+            secs["url_filter"] += time.perf_counter() - t
+            if not keep:
+                return drop(reason, doc, "url_filter")
+        stages["url_filter"] += 1
+        t = time.perf_counter()
+        payload = rec.read_payload()
+        secs["read"] += time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            if is_wet:
+                doc.text = payload.decode("utf-8", errors="replace").strip()
+            else:
+                doc.text = self.extractor.extract(decode_html(payload, rec.charset)).strip()
+        except ExtractionTimeout:
+            secs["extract"] += time.perf_counter() - t
+            return drop("extract_timeout", doc, "extract")
+        secs["extract"] += time.perf_counter() - t
+        if not doc.text:
+            return drop("extract_empty", doc, "extract")
+        stages["extract"] += 1
+        chars["extracted"] += len(doc.text)
+        if self.language is not None:
+            t = time.perf_counter()
+            keep, reason = self.language.filter(doc)
+            secs["language"] += time.perf_counter() - t
+            if not keep:
+                return drop(reason, doc, "language")
+        stages["language"] += 1
+        for rule in self.rules:
+            t = time.perf_counter()
+            keep, reason = rule.filter(doc)
+            secs[rule.name] += time.perf_counter() - t
+            if not keep:
+                return drop(reason, doc, rule.name)
+            stages[rule.name] += 1
+        chars["kept"] += len(doc.text)
+        host = ""
+        try:
+            host = (urlsplit(doc.url).hostname or "") if doc.url else ""
+        except ValueError:
+            pass
+        rows["id"].append(doc.id)
+        rows["url"].append(doc.url)
+        rows["domain"].append(host.removeprefix("www."))
+        rows["crawl_date"].append(rec.date)
+        rows["source_file"].append(source_name)
+        rows["record_offset"].append(rec.offset)
+        rows["text"].append(doc.text)
+        rows["language"].append(doc.metadata.get("language", ""))
+        rows["language_score"].append(doc.metadata.get("language_score", 0.0))

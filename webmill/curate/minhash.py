@@ -1,0 +1,429 @@
+"""Text normalization, word shingles, MinHash signatures and LSH band keys (pure numpy, no Ray).
+
+The signatures are bit-for-bit those of ``datasketch.MinHash(num_perm, seed, hashfunc=H,
+scheme=...)`` fed the same shingles (as UTF-8 bytes) with ``update``/``update_batch``; they are
+computed vectorized over a batch of documents, one chunk of shingles at a time, so memory is
+bounded by ``chunk_shingles x num_perm`` machine words and never by the size of the batch.
+
+Choices and their sources
+-------------------------
+* Normalization (FineWeb's MinHash step, datatrove ``simplify_text``; Penedo et al. 2024,
+  "The FineWeb Datasets", section 3.4): Unicode NFKD, lowercase, every Unicode punctuation or
+  symbol character (general categories ``P*`` and ``S*``) replaced by a space, whitespace
+  collapsed. Combining marks produced by NFKD are kept (so Indic vowel signs do not split words).
+* Shingles: word 5-grams (FineWeb: ``n_grams=5``); a document with fewer words than
+  ``shingle_size`` gives one shingle made of all its words; a document with no word gives none.
+* 112 permutations = 14 bands x 8 rows (FineWeb section 3.4: threshold ~0.75, P(candidate) at
+  J=0.8 ~ 0.92). Banding: Leskovec, Rajaraman, Ullman, *Mining of Massive Datasets*, ch. 3.4.
+* Permutations: datasketch 2.0.0 ``MinHash._init_permutations`` reproduced exactly:
+  ``np.random.RandomState(seed)``; scheme ``"affine32"`` (datasketch's default since 2.0.0):
+  ``a`` odd, ``h -> a * fmix32(h) + b mod 2^32``; scheme ``"legacy"`` (datasketch < 2.0):
+  ``h -> ((a * h + b) mod (2^61 - 1)) & (2^32 - 1)`` with ``a, b`` drawn below the Mersenne
+  prime ``2^61 - 1``, computed, as in datasketch, with uint64 wrap-around for ``a * h``.
+* Shingle hash ``H`` (32-bit, chosen by measurement, see ``bench/minhash.py`` and docs/dedup.md):
+    - ``"xxh3_words"`` (default): each word is hashed once with XXH3-64 (``xxhash``), the
+      shingle hash is ``fmix64(sum_i wh_i * P^(k-1-i) mod 2^64) & 0xffffffff`` with
+      ``P = 0x9E3779B97F4A7C15`` (a polynomial rolling hash over the word hashes, finished with
+      the MurmurHash3 64-bit finalizer). It is an ordinary function of the shingle bytes
+      (:func:`xxh3_words_hash32`), so datasketch can be given it as ``hashfunc``; it lets us
+      hash each word once instead of each 5-gram string, and combine in numpy.
+    - ``"xxh3"``: ``xxh3_64_intdigest(shingle) & 0xffffffff`` (one Python call per shingle).
+    - ``"sha1"``: datasketch's default ``sha1_hash32`` (first 4 bytes of SHA-1, little endian).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import sys
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import xxhash
+
+SHINGLE_HASHES = ("xxh3_words", "xxh3", "sha1")
+SCHEMES = ("affine32", "legacy")
+
+_M32 = (1 << 32) - 1
+_M64 = (1 << 64) - 1
+_MERSENNE_PRIME = np.uint64((1 << 61) - 1)
+_MAX_HASH32 = np.uint64(_M32)
+_ROLL_P = 0x9E3779B97F4A7C15  # 2^64 / golden ratio, odd
+_FMIX64 = (33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33)  # MurmurHash3 finalizer
+_FMIX32 = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# normalization
+
+
+def _build_tables() -> tuple[bytes, frozenset[str]]:
+    """Byte translation table for ASCII punctuation/symbols and the set of non-ASCII ones."""
+    separators = set()
+    for cp in range(sys.maxunicode + 1):
+        ch = chr(cp)
+        if unicodedata.category(ch)[0] in "PS" or ch.isspace():
+            separators.add(ch)
+    table = bytes(32 if chr(i) in separators else i for i in range(128)) + bytes(range(128, 256))
+    return table, frozenset(c for c in separators if not c.isascii())
+
+
+_ASCII_TABLE, _NONASCII_SEPARATORS = _build_tables()
+_ASCII_BYTES = bytes(range(128))
+
+
+def normalize_words(text: str | None) -> list[bytes]:
+    """Normalize ``text`` and split it into words (UTF-8 ``bytes``, no empty word).
+
+    Steps (FineWeb MinHash normalization, datatrove ``simplify_text``): Unicode NFKD, ``lower()``,
+    every character of general category ``P*`` (punctuation) or ``S*`` (symbols) and every
+    whitespace character becomes a separator; runs of separators collapse. ``None`` counts as
+    ``""``. Example: ``"Hello, World!  État"`` -> ``[b"hello", b"world", b"e\\xcc\\x81tat"]``.
+
+    Raises:
+        TypeError: ``text`` is neither ``str`` nor ``None``.
+    """
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        raise TypeError(f"normalize_words expects str, got {type(text).__name__}")
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text)
+    data = text.lower().encode("utf-8", "surrogatepass")
+    non_ascii = data.translate(None, _ASCII_BYTES)
+    if non_ascii:
+        # UTF-8 is self-synchronizing, so replacing a character's byte sequence is safe.
+        for ch in _NONASCII_SEPARATORS.intersection(non_ascii.decode("utf-8", "surrogatepass")):
+            data = data.replace(ch.encode("utf-8", "surrogatepass"), b" ")
+    return data.translate(_ASCII_TABLE).split()
+
+
+def normalize_text(text: str | None) -> str:
+    """Return the normalized text: :func:`normalize_words` joined by single spaces (``str``)."""
+    return b" ".join(normalize_words(text)).decode("utf-8", "surrogatepass")
+
+
+def shingles(words: Sequence[bytes], shingle_size: int = 5) -> list[bytes]:
+    """Word ``shingle_size``-grams of a normalized word list, as ``bytes`` joined by ``b" "``.
+
+    A document with ``0 < len(words) < shingle_size`` gives one shingle of all its words
+    (FineWeb/datatrove convention); an empty word list gives ``[]``. Duplicates are kept (a
+    MinHash over a multiset equals the MinHash over its set).
+
+    Raises:
+        ValueError: ``shingle_size < 1``.
+    """
+    if shingle_size < 1:
+        raise ValueError(f"shingle_size must be >= 1, got {shingle_size}")
+    if not words:
+        return []
+    if len(words) < shingle_size:
+        return [b" ".join(words)]
+    return list(map(b" ".join, zip(*(words[i:] for i in range(shingle_size)))))
+
+
+def text_hash64(words: Sequence[bytes]) -> int:
+    """XXH3-64 of the normalized text (``b" ".join(words)``): the exact-duplicate key (int < 2^64).
+
+    Two documents with different normalized texts collide with probability 2^-64 per pair
+    (about N^2 / 2^65 false merges expected among N documents: 3e-4 for N = 1e8).
+    """
+    return xxhash.xxh3_64_intdigest(b" ".join(words))
+
+
+# ----------------------------------------------------------------------------------------------
+# shingle hash functions (reference scalar versions, usable as datasketch ``hashfunc``)
+
+
+def _fmix64_int(h: int) -> int:
+    s1, m1, s2, m2, s3 = _FMIX64
+    h ^= h >> s1
+    h = (h * m1) & _M64
+    h ^= h >> s2
+    h = (h * m2) & _M64
+    return h ^ (h >> s3)
+
+
+def xxh3_words_hash32(shingle: bytes) -> int:
+    """The default 32-bit shingle hash ``"xxh3_words"`` (scalar reference; pass to datasketch).
+
+    ``shingle`` is ``b" "``-joined normalized words; returns
+    ``fmix64(sum_i xxh3_64(word_i) * P^(k-1-i) mod 2^64) & 0xffffffff`` (an int < 2^32).
+    """
+    h = 0
+    for word in shingle.split(b" "):
+        h = (h * _ROLL_P + xxhash.xxh3_64_intdigest(word)) & _M64
+    return _fmix64_int(h) & _M32
+
+
+def xxh3_hash32(shingle: bytes) -> int:
+    """``"xxh3"`` shingle hash: XXH3-64 of the shingle bytes truncated to its low 32 bits."""
+    return xxhash.xxh3_64_intdigest(shingle) & _M32
+
+
+def sha1_hash32(shingle: bytes) -> int:
+    """``"sha1"`` shingle hash, identical to ``datasketch.hashfunc.sha1_hash32``."""
+    return struct.unpack("<I", hashlib.sha1(shingle).digest()[:4])[0]
+
+
+def shingle_hashfunc(name: str) -> Callable[[bytes], int]:
+    """Scalar shingle hash function by name (one of :data:`SHINGLE_HASHES`).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    funcs = {"xxh3_words": xxh3_words_hash32, "xxh3": xxh3_hash32, "sha1": sha1_hash32}
+    if name not in funcs:
+        raise ValueError(f"unknown shingle hash {name!r}; choose one of {', '.join(SHINGLE_HASHES)}")
+    return funcs[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# vectorized helpers
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3 64-bit finalizer on a uint64 array (wrap-around arithmetic)."""
+    s1, m1, s2, m2, s3 = (np.uint64(x) for x in _FMIX64)
+    h = h ^ (h >> s1)
+    h *= m1
+    h ^= h >> s2
+    h *= m2
+    h ^= h >> s3
+    return h
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3 32-bit finalizer on a uint32 array (datasketch ``_fmix(hv, 32)``)."""
+    s1, m1, s2, m2, s3 = (np.uint32(x) for x in _FMIX32)
+    h = h ^ (h >> s1)
+    h *= m1
+    h ^= h >> s2
+    h *= m2
+    h ^= h >> s3
+    return h
+
+
+def datasketch_permutations(num_perm: int, seed: int, scheme: str = "affine32") -> np.ndarray:
+    """The permutation parameters ``(a, b)`` of ``datasketch.MinHash(num_perm, seed, scheme)``.
+
+    Returns an array of shape ``(2, num_perm)``: dtype uint32 for ``"affine32"`` (``a`` odd),
+    uint64 for ``"legacy"`` (``1 <= a < 2^61-1``, ``0 <= b < 2^61-1``). Reproduces datasketch
+    2.0.0 ``MinHash._init_permutations`` draw for draw.
+
+    Raises:
+        ValueError: unknown scheme or ``num_perm < 1``.
+    """
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be >= 1, got {num_perm}")
+    gen = np.random.RandomState(seed)
+    if scheme == "legacy":
+        pairs = [
+            (gen.randint(1, _MERSENNE_PRIME, dtype=np.uint64), gen.randint(0, _MERSENNE_PRIME, dtype=np.uint64))
+            for _ in range(num_perm)
+        ]
+        return np.array(pairs, dtype=np.uint64).T.copy()
+    if scheme == "affine32":
+        a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+        b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+        return np.array([a, b])
+    raise ValueError(f"unknown MinHash scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+
+
+class MinHasher:
+    """Vectorized MinHash signatures equal to datasketch's, with bounded memory.
+
+    Args:
+        num_perm: number of permutations (signature length); FineWeb: 112.
+        seed: permutation seed, as datasketch's ``seed`` (default 1 = datasketch's default).
+        shingle_size: words per shingle; FineWeb: 5.
+        hash_name: shingle hash, one of :data:`SHINGLE_HASHES` (see module docstring).
+        scheme: ``"affine32"`` (datasketch >= 2.0 default) or ``"legacy"`` (datasketch < 2.0).
+        chunk_shingles: shingles processed per numpy step; the working buffer is
+            ``num_perm * chunk_shingles`` words of 4 (affine32) or 8 (legacy) bytes
+            (112 x 16,384 x 4 B = 7.3 MB by default).
+
+    Raises:
+        ValueError: a parameter out of range (message names it).
+    """
+
+    def __init__(
+        self,
+        num_perm: int = 112,
+        seed: int = 1,
+        shingle_size: int = 5,
+        hash_name: str = "xxh3_words",
+        scheme: str = "affine32",
+        chunk_shingles: int = 16384,
+    ) -> None:
+        if shingle_size < 1:
+            raise ValueError(f"shingle_size must be >= 1, got {shingle_size}")
+        if chunk_shingles < 1:
+            raise ValueError(f"chunk_shingles must be >= 1, got {chunk_shingles}")
+        self.hashfunc = shingle_hashfunc(hash_name)
+        self.num_perm, self.seed, self.shingle_size = num_perm, seed, shingle_size
+        self.hash_name, self.scheme, self.chunk_shingles = hash_name, scheme, chunk_shingles
+        perms = datasketch_permutations(num_perm, seed, scheme)
+        self._a = perms[0][:, None].copy()  # (num_perm, 1) for the (num_perm, chunk) layout
+        self._b = perms[1][:, None].copy()
+        self.dtype = np.uint32 if scheme == "affine32" else np.uint64
+
+    # -- shingle hashes -------------------------------------------------------------------------
+
+    def shingle_hashes(self, docs_words: Sequence[Sequence[bytes]]) -> tuple[np.ndarray, np.ndarray]:
+        """Hash every shingle of every document.
+
+        Args:
+            docs_words: per document, its normalized words (from :func:`normalize_words`).
+
+        Returns:
+            ``(hv, offsets)``: ``hv`` uint32 of shape ``(total_shingles,)``, the shingle hashes
+            of document ``i`` being ``hv[offsets[i]:offsets[i+1]]``; ``offsets`` int64 of shape
+            ``(n_docs + 1,)``.
+        """
+        k = self.shingle_size
+        counts = np.fromiter(map(len, docs_words), dtype=np.int64, count=len(docs_words))
+        n_sh = np.where(counts >= k, counts - k + 1, np.minimum(counts, 1))
+        offsets = np.zeros(len(docs_words) + 1, dtype=np.int64)
+        np.cumsum(n_sh, out=offsets[1:])
+        if self.hash_name != "xxh3_words":
+            hv = np.fromiter(
+                (self.hashfunc(s) for words in docs_words for s in shingles(words, k)),
+                dtype=np.uint32,
+                count=int(offsets[-1]),
+            )
+            return hv, offsets
+        # xxh3_words: hash every word once, then a rolling polynomial over k word hashes.
+        all_words = [w for words in docs_words for w in words]
+        wh = np.fromiter(map(xxhash.xxh3_64_intdigest, all_words), dtype=np.uint64, count=len(all_words))
+        word_off = np.zeros(len(docs_words) + 1, dtype=np.int64)
+        np.cumsum(counts, out=word_off[1:])
+        hv64 = np.empty(int(offsets[-1]), dtype=np.uint64)
+        p = np.uint64(_ROLL_P)
+        long_docs = counts >= k
+        if long_docs.any() and len(wh) >= k:
+            n_win = len(wh) - k + 1
+            roll = wh[:n_win].copy()
+            for j in range(1, k):
+                roll *= p
+                roll += wh[j : j + n_win]
+            n_long = n_sh[long_docs]
+            # window t of long document i starts at word word_off[i] + t, goes to offsets[i] + t
+            t = np.arange(int(n_long.sum()), dtype=np.int64) - np.repeat(np.cumsum(n_long) - n_long, n_long)
+            hv64[np.repeat(offsets[:-1][long_docs], n_long) + t] = roll[np.repeat(word_off[:-1][long_docs], n_long) + t]
+        for i in np.flatnonzero((counts > 0) & (counts < k)):
+            h = 0
+            for w in wh[word_off[i] : word_off[i + 1]].tolist():
+                h = (h * _ROLL_P + w) & _M64
+            hv64[offsets[i]] = h
+        return (_fmix64(hv64) & np.uint64(_M32)).astype(np.uint32), offsets
+
+    # -- signatures -----------------------------------------------------------------------------
+
+    def signatures_from_hashes(self, hv: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """MinHash signatures from shingle hashes.
+
+        Args:
+            hv: uint32 shingle hashes, shape ``(total_shingles,)``.
+            offsets: int64, shape ``(n_docs + 1,)``, document ``i`` owns ``hv[offsets[i]:offsets[i+1]]``.
+
+        Returns:
+            shape ``(n_docs, num_perm)``, dtype uint32 (affine32) or uint64 (legacy, values
+            < 2^32), equal to ``datasketch.MinHash(...).hashvalues``. A document without
+            shingles gets the all-``2^32-1`` signature of an empty datasketch MinHash.
+        """
+        n_docs = len(offsets) - 1
+        sig_t = np.full((self.num_perm, n_docs), _M32, dtype=self.dtype)
+        if self.scheme == "affine32":
+            hv = _fmix32(hv.astype(np.uint32, copy=False))
+        else:
+            hv = hv.astype(np.uint64)
+        total = len(hv)
+        chunk = self.chunk_shingles
+        buf = np.empty((self.num_perm, min(chunk, max(total, 1))), dtype=self.dtype)
+        for s in range(0, total, chunk):
+            e = min(s + chunk, total)
+            m = buf[:, : e - s]
+            np.multiply(self._a, hv[s:e], out=m)  # wraps mod 2^32 (affine32) / 2^64 (legacy)
+            m += self._b
+            if self.scheme == "legacy":
+                m %= _MERSENNE_PRIME
+                m &= _MAX_HASH32
+            # documents overlapping [s, e) with a non-empty part in it
+            d0 = int(np.searchsorted(offsets, s, side="right")) - 1
+            d1 = int(np.searchsorted(offsets, e, side="left"))
+            seg_start = np.maximum(offsets[d0:d1], s)
+            seg_end = np.minimum(offsets[d0 + 1 : d1 + 1], e)
+            nonempty = seg_end > seg_start
+            docs = np.arange(d0, d1)[nonempty]
+            mins = np.minimum.reduceat(m, seg_start[nonempty] - s, axis=1)
+            sig_t[:, docs] = np.minimum(sig_t[:, docs], mins)
+        return np.ascontiguousarray(sig_t.T)
+
+    def signatures_from_words(self, docs_words: Sequence[Sequence[bytes]]) -> np.ndarray:
+        """Signatures of documents given as normalized word lists; see :meth:`signatures_from_hashes`."""
+        return self.signatures_from_hashes(*self.shingle_hashes(docs_words))
+
+    def signatures(self, texts: Iterable[str | None]) -> np.ndarray:
+        """Signatures of raw texts (normalized here); shape ``(n_docs, num_perm)``."""
+        return self.signatures_from_words([normalize_words(t) for t in texts])
+
+
+# ----------------------------------------------------------------------------------------------
+# LSH
+
+
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """64-bit key of every LSH band of every signature.
+
+    Band ``i`` is ``sig[:, i*rows:(i+1)*rows]``; its key is
+    ``fmix64(sum_j v_j * P^(rows-1-j) mod 2^64)``. Two documents land in the same bucket of band
+    ``i`` iff their keys (with the band index) are equal; distinct bands collide with
+    probability ~2^-64 per pair.
+
+    Args:
+        sig: shape ``(n_docs, num_perm)``, unsigned ints < 2^32, ``num_perm >= bands * rows``
+            (extra columns are ignored, as datasketch's MinHashLSH does).
+
+    Returns:
+        uint64 array of shape ``(n_docs, bands)``.
+
+    Raises:
+        ValueError: ``bands * rows > sig.shape[1]``.
+    """
+    if bands * rows > sig.shape[1]:
+        raise ValueError(f"bands*rows = {bands * rows} exceeds the signature length {sig.shape[1]}")
+    s = sig[:, : bands * rows].astype(np.uint64).reshape(len(sig), bands, rows)
+    p = np.uint64(_ROLL_P)
+    h = s[:, :, 0].copy()
+    for j in range(1, rows):
+        h *= p
+        h += s[:, :, j]
+    return _fmix64(h)
+
+
+def candidate_probability(jaccard: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
+    """The LSH S-curve ``P(candidate | J) = 1 - (1 - J^rows)^bands``.
+
+    Source: Leskovec, Rajaraman, Ullman, *Mining of Massive Datasets*, section 3.4.2.
+    """
+    return 1.0 - (1.0 - np.asarray(jaccard, dtype=np.float64) ** rows) ** bands
+
+
+def optimal_bands_rows(
+    threshold: float, num_perm: int, false_positive_weight: float = 0.5, false_negative_weight: float = 0.5
+) -> tuple[int, int]:
+    """``(bands, rows)`` minimizing the weighted false positive + false negative area of the S-curve.
+
+    Delegates to datasketch 2.0.0 ``datasketch.lsh._optimal_param`` (the method ``MinHashLSH``
+    uses for its ``threshold`` argument); ``bands * rows <= num_perm``.
+
+    Raises:
+        ValueError: ``threshold`` outside (0, 1).
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    from datasketch.lsh import _optimal_param
+
+    return tuple(int(x) for x in _optimal_param(threshold, num_perm, false_positive_weight, false_negative_weight))

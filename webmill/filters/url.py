@@ -1,0 +1,185 @@
+"""URL blocklist filter: UT1 adult domain/URL lists plus banned words, applied before any HTML is decoded.
+
+Rules (FineWeb's URL filtering, Penedo et al. 2024, section 3.2, which uses the UT1 blocklist of
+the Université Toulouse 1 Capitole, https://dsi.ut-capitole.fr/blacklists/, CC BY-SA 4.0):
+
+* ``url_domain``: the registered domain (public suffix + 1 label, from tldextract's bundled
+  suffix list, no network) is on the domain list;
+* ``url_subdomain``: the full host is on the domain list;
+* ``url_exact``: the URL without scheme and ``www.`` is on the URL list;
+* ``url_hard_word``: a word of the URL (split on non-alphanumerics) is a hard banned word;
+* ``url_soft_words``: at least ``soft_word_threshold`` (default 2) soft banned words;
+* ``url_subword``: a banned sub-word occurs anywhere in the normalized URL.
+
+The 4.5 M-entry UT1 domain list is held as a sorted ``uint64`` array of xxh3-64 hashes
+(36 MB, loaded with ``np.load(mmap_mode="r")`` in milliseconds; membership by binary search),
+built once from the compressed list and cached; datatrove instead rebuilds a Python set for
+every task (about 4 s each here). False positives from hash collisions have probability
+< 1e-9 per URL at this list size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import xxhash
+
+from webmill.filters.base import BaseFilter, Document, FilterResult
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "ut1"
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def _read_words(path: Path) -> set[str]:
+    words = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            words.add(_NON_ALNUM.sub("", line.lower()))
+    return words - {""}
+
+
+def _hash(s: str) -> int:
+    return xxhash.xxh3_64_intdigest(s.encode("utf-8", "surrogatepass"))
+
+
+def cache_dir() -> Path:
+    """Directory for derived caches: ``$WEBMILL_CACHE`` or ``~/.cache/webmill``."""
+    return Path(os.environ.get("WEBMILL_CACHE", Path.home() / ".cache" / "webmill"))
+
+
+def hashed_list(list_path: Path) -> np.ndarray:
+    """Sorted unique ``uint64`` xxh3-64 hashes of the lines of a (gzipped) list file.
+
+    The array is cached as ``<cache>/blocklist-<sha1 of file>.npy`` (written atomically), so
+    building it (≈ 3 s for the 4.5 M UT1 domains) happens once per machine.
+
+    Raises:
+        FileNotFoundError: the list file does not exist.
+    """
+    digest = hashlib.sha1(list_path.read_bytes()).hexdigest()[:16]
+    cached = cache_dir() / f"blocklist-{digest}.npy"
+    if cached.exists():
+        return np.load(cached, mmap_mode="r")
+    opener = gzip.open if list_path.suffix == ".gz" else open
+    with opener(list_path, "rt", encoding="utf-8", errors="replace") as f:
+        keys = [_hash(_norm_entry(line)) for line in f if line.strip() and not line.startswith("#")]
+    arr = np.unique(np.asarray(keys, dtype=np.uint64))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, cached)
+    return arr
+
+
+def _norm_entry(entry: str) -> str:
+    e = entry.strip().lower()
+    if "://" in e:
+        e = e.split("://", 1)[1]
+    if e.startswith("www."):
+        e = e[4:]
+    return e.rstrip("/")
+
+
+def _contains(arr: np.ndarray, key: int) -> bool:
+    if len(arr) == 0:
+        return False
+    k = np.uint64(key)
+    i = int(np.searchsorted(arr, k))
+    return i < len(arr) and arr[i] == k
+
+
+class URLFilter(BaseFilter):
+    """Drop documents whose URL is on a blocklist (reasons listed in the module docstring).
+
+    Args:
+        use_ut1: use the bundled UT1 adult domain and URL lists (default True).
+        extra_domains: additional blocked domains/hosts (iterable of str).
+        extra_urls: additional blocked URLs (scheme and ``www.`` are ignored).
+        extra_domains_file / extra_urls_file: paths of user lists, one entry per line, plain or
+            gzipped.
+        banned_words / soft_banned_words / banned_subwords: override the bundled word lists
+            (iterables of str); ``None`` uses the bundled lists (datatrove's assets, derived
+            from the same UT1 project and C4's bad-words list).
+        soft_word_threshold: number of soft banned words that drops a URL (2 as in FineWeb).
+
+    Raises:
+        FileNotFoundError: a user list file is missing.
+    """
+
+    name = "url_filter"
+
+    def __init__(
+        self,
+        use_ut1: bool = True,
+        extra_domains: list[str] | tuple = (),
+        extra_urls: list[str] | tuple = (),
+        extra_domains_file: str = "",
+        extra_urls_file: str = "",
+        banned_words: list[str] | None = None,
+        soft_banned_words: list[str] | None = None,
+        banned_subwords: list[str] | None = None,
+        soft_word_threshold: int = 2,
+    ):
+        import tldextract
+
+        self._tld = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+        self.domain_hashes = hashed_list(ASSETS / "domains.gz") if use_ut1 else np.zeros(0, np.uint64)
+        self.url_hashes = hashed_list(ASSETS / "urls.gz") if use_ut1 else np.zeros(0, np.uint64)
+        self.extra_domains = {_norm_entry(d) for d in extra_domains}
+        self.extra_urls = {_norm_entry(u) for u in extra_urls}
+        for path, target in ((extra_domains_file, self.extra_domains), (extra_urls_file, self.extra_urls)):
+            if path:
+                opener = gzip.open if str(path).endswith(".gz") else open
+                with opener(path, "rt", encoding="utf-8") as f:
+                    target.update(_norm_entry(x) for x in f if x.strip() and not x.startswith("#"))
+        norm = lambda ws: {_NON_ALNUM.sub("", w.lower()) for w in ws} - {""}  # noqa: E731
+        self.banned_words = norm(banned_words) if banned_words is not None else _read_words(ASSETS / "banned_words.txt")
+        self.soft_banned_words = (norm(soft_banned_words) if soft_banned_words is not None
+                                  else _read_words(ASSETS / "soft_banned_words.txt"))
+        subwords = norm(banned_subwords) if banned_subwords is not None else _read_words(ASSETS / "banned_subwords.txt")
+        self._subword_re = (re.compile("|".join(sorted(map(re.escape, subwords), key=len, reverse=True)))
+                            if subwords else None)
+        self.soft_word_threshold = soft_word_threshold
+
+    def _domain_blocked(self, host: str) -> bool:
+        return host in self.extra_domains or _contains(self.domain_hashes, _hash(host))
+
+    def filter(self, doc: Document) -> FilterResult:
+        """Check ``doc.url``; an empty URL is kept (WET records without a URI)."""
+        return self.check_url(doc.url)
+
+    def check_url(self, url: str) -> FilterResult:
+        """Same as :meth:`filter` for a bare URL string (str) → ``(keep, reason)``."""
+        if not url:
+            return True, None
+        u = url.strip().lower()
+        try:
+            host = (urlsplit(u if "://" in u else "http://" + u).hostname or "").rstrip(".")
+        except ValueError:
+            host = ""
+        if host.startswith("www."):
+            host = host[4:]
+        ext = self._tld(host) if host else None
+        registered = ext.top_domain_under_public_suffix if ext is not None else ""
+        if registered and self._domain_blocked(registered):
+            return False, "url_domain"
+        if host and host != registered and self._domain_blocked(host):
+            return False, "url_subdomain"
+        key = _norm_entry(u)
+        if key in self.extra_urls or _contains(self.url_hashes, _hash(key)):
+            return False, "url_exact"
+        words = set(_NON_ALNUM.split(u))
+        if words & self.banned_words:
+            return False, "url_hard_word"
+        if len(words & self.soft_banned_words) >= self.soft_word_threshold:
+            return False, "url_soft_words"
+        if self._subword_re is not None and self._subword_re.search(_NON_ALNUM.sub("", u)):
+            return False, "url_subword"
+        return True, None

@@ -1,0 +1,459 @@
+"""The pretraining loop (after nanoGPT's ``train.py``), single process or DDP under torchrun.
+
+One optimizer step processes ``batch_tokens = micro_batch × block_size × world_size × accum``
+tokens: each rank runs ``accum`` micro-batches, dividing each loss by ``accum`` so the summed
+gradient is the mean over the step's tokens, and DDP averages over ranks. The data layout
+(:mod:`webmill.train.data`) gives micro-step ``a`` of rank ``r`` the stream ``r·accum + a``, so 1
+process with accumulation N and N processes with accumulation 1 compute the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from webmill.errors import UserError
+from webmill.train.checkpoint import get_rng_state, latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from webmill.train.data import ShardLoader, load_val_batches
+from webmill.train.model import GPT, GPTConfig, make_config
+from webmill.train.sample import generate, load_tokenizer
+
+DEFAULT_PROMPTS = ["Hello, I'm a language model,", "The most important thing about the web is"]
+
+# Dense bf16 tensor-core peak FLOP/s per device from vendor datasheets (no sparsity), matched
+# by substring of torch.cuda.get_device_name(); first match wins, so specific names come first.
+PEAK_FLOPS_BF16 = [
+    ("H200", 989e12),  # NVIDIA H200 datasheet (SXM), same compute as H100 SXM
+    ("H100 PCIe", 756e12),  # NVIDIA H100 datasheet, PCIe
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # NVIDIA H100 datasheet, SXM
+    ("GH200", 989e12),
+    ("B200", 2250e12),  # NVIDIA DGX B200 datasheet (dense = half the sparse figure)
+    ("A100", 312e12),  # NVIDIA A100 datasheet
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("A10G", 70e12),
+    ("A10", 125e12),
+    ("RTX 4090", 165e12),  # fp32 accumulate
+    ("RTX 3090", 71e12),
+    ("V100", 125e12),  # fp16 (V100 has no bf16)
+    ("T4", 65e12),  # fp16
+]
+
+
+def peak_flops(device: torch.device) -> float:
+    """Peak bf16 FLOP/s of one device from :data:`PEAK_FLOPS_BF16`; 0.0 on CPU or unknown GPUs."""
+    if device.type != "cuda":
+        return 0.0
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS_BF16 if k in name), 0.0)
+
+
+@dataclass
+class TrainConfig:
+    """All settings of a run; the ``train pretrain`` flags map 1:1 to these fields."""
+
+    shards: str
+    out: str
+    preset: str = "tiny"
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    block_size: int | None = None
+    mlp: str | None = None
+    vocab_size: int | None = None
+    dropout: float = 0.0
+    micro_batch: int = 8
+    batch_tokens: int | None = None
+    max_steps: int = 200
+    stop_at: int | None = None
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    decay_frac: float = 0.2
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    seed: int = 1337
+    eval_every: int = 50
+    val_tokens: int = 32768
+    sample_every: int = 20
+    sample_tokens: int = 32
+    sample_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
+    sample_temperature: float = 1.0
+    sample_top_k: int | None = 50
+    tokenizer: str | None = None
+    ckpt_every: int = 100
+    keep_checkpoints: int = 3
+    resume: bool = False
+    verify_tokens: bool = True
+    tensorboard: bool = True
+    peak_flops: float | None = None
+    quiet: bool = False
+
+
+def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int,
+          schedule: str = "cosine", decay_frac: float = 0.2) -> float:
+    """Learning rate at optimizer step ``step`` (0-based).
+
+    Linear warmup ``max_lr·(step+1)/warmup`` for ``step < warmup`` (nanoGPT), then
+
+    * ``"cosine"``: ``min_lr + ½(1 + cos(π·r))(max_lr − min_lr)``, ``r`` going from 0 at
+      ``warmup`` to 1 at ``total`` (Loshchilov & Hutter 2017, SGDR, without restarts);
+    * ``"wsd"`` (warmup-stable-decay, Hu et al. 2024, MiniCPM §4): ``max_lr`` until
+      ``total·(1 − decay_frac)``, then linear to ``min_lr`` at ``total``;
+    * ``"constant"``: ``max_lr``.
+
+    Steps ≥ ``total`` get ``min_lr`` (constant: ``max_lr``). Returns a float.
+
+    Raises:
+        ValueError: unknown schedule.
+    """
+    if schedule not in ("cosine", "wsd", "constant"):
+        raise ValueError(f"schedule must be cosine, wsd or constant, got {schedule!r}")
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    if schedule == "constant":
+        return max_lr
+    if step >= total:
+        return min_lr
+    if schedule == "cosine":
+        r = (step - warmup) / max(total - warmup, 1)
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * r)) * (max_lr - min_lr)
+    decay_start = max(int(total * (1.0 - decay_frac)), warmup)
+    if step < decay_start:
+        return max_lr
+    return max_lr + (min_lr - max_lr) * (step - decay_start) / max(total - decay_start, 1)
+
+
+@dataclass
+class Dist:
+    """Distributed context read from torchrun's env vars (RANK, WORLD_SIZE, LOCAL_RANK)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_flag: str) -> tuple[Dist, torch.device]:
+    """Init the process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU) and pick the device.
+
+    Returns ``(Dist, device)``; with DDP each process uses ``cuda:LOCAL_RANK``.
+
+    Raises:
+        UserError: ``--device cuda`` without a GPU, or bad torchrun variables.
+    """
+    try:
+        d = Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                 int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError as e:
+        raise UserError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({e}); launch with torchrun") from e
+    want = device_flag
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda but torch sees no GPU; use --device cpu")
+    if want == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(want)
+    if d.enabled and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cpu":  # share the cores between the local processes
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world_size))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    return d, device
+
+
+class MetricsLogger:
+    """Appends one JSON object per event to ``RUN/metrics.jsonl``; mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.f = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                self.tb = None
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.f.write(json.dumps(record) + "\n")
+        self.f.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"{record['type']}/{k}", v, record["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.f.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _check_shards(cfg: TrainConfig, d: Dist) -> dict:
+    from webmill.tokenize.shards import check_shards
+
+    # Rank 0 reads everything; the others check the manifest and footers only.
+    return check_shards(cfg.shards, verify_tokens=cfg.verify_tokens and d.master)
+
+
+def _resolve_resume(cfg: TrainConfig, run: Path) -> dict | None:
+    latest = latest_checkpoint(run)
+    if cfg.resume:
+        if latest is None:
+            raise UserError(f"--resume: {run} has no checkpoints/step-*.pt; drop --resume to start a new run")
+        return load_checkpoint(latest)
+    if latest is not None:
+        raise UserError(f"{run} already holds checkpoints ({latest.name}); pass --resume to continue "
+                        "that run, or choose another --out")
+    return None
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches, device, autocast, d: Dist) -> float | None:
+    """Mean cross-entropy (nats/token) over the fixed val batches of all ranks; None if none.
+
+    ``model`` is the bare model (not DDP-wrapped: ranks may hold different numbers of batches).
+    """
+    was = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
+    for x, y in batches:
+        with autocast():
+            _, loss = model(x.to(device), y.to(device))
+        total += torch.tensor([loss.item(), 1.0], dtype=torch.float64, device=device)
+    if d.enabled:
+        dist.all_reduce(total)
+    model.train(was)
+    return None if total[1] == 0 else float(total[0] / total[1])
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run pretraining as configured; return a summary dict.
+
+    Returns:
+        ``{"step", "train_loss" (last), "val_loss" (last or None), "checkpoint" (path or None),
+        "tokens_per_step", "accum", "params"}``.
+
+    Raises:
+        UserError: invalid shards (from ``check_shards``), a manifest vocabulary larger than the
+            model's, a batch that does not divide into micro-batches, or resume mismatches.
+    """
+    d, device = setup_distributed(cfg.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormals slow CPU training ~2x (packages.md)
+    if cfg.dtype not in ("auto", "fp32", "bf16"):
+        raise UserError(f"--dtype must be auto, fp32 or bf16, got {cfg.dtype!r}")
+    use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
+    if use_bf16:
+        def autocast():
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    else:
+        autocast = contextlib.nullcontext
+    run = Path(cfg.out)
+    say = print if (d.master and not cfg.quiet) else (lambda *a, **k: None)
+
+    manifest = _check_shards(cfg, d)
+    tok = manifest["tokenizer"]
+    ckpt = _resolve_resume(cfg, run)
+
+    # ---- model ---------------------------------------------------------------------------
+    if ckpt is not None:
+        mcfg = GPTConfig.from_dict(ckpt["model_config"])
+        if ckpt.get("tokenizer", {}).get("ranks_sha256") != tok["ranks_sha256"]:
+            raise UserError(f"{ckpt['path']}: trained with tokenizer {ckpt.get('tokenizer', {}).get('name')!r} "
+                            f"but {cfg.shards} uses {tok['name']!r} (different ranks); resume on the same shards")
+    else:
+        try:
+            mcfg = make_config(cfg.preset, cfg.vocab_size or tok["vocab_size"], n_layer=cfg.n_layer,
+                               n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
+                               mlp=cfg.mlp, dropout=cfg.dropout)
+        except ValueError as e:
+            raise UserError(f"bad model settings: {e}") from e
+    if tok["vocab_size"] > mcfg.vocab_size:
+        raise UserError(f"{cfg.shards}/manifest.json: tokenizer {tok['name']!r} has vocab_size {tok['vocab_size']} "
+                        f"but the model's vocab_size is {mcfg.vocab_size}; drop --vocab-size (it defaults to the "
+                        "manifest's) or use shards made with the model's tokenizer")
+    T, B = mcfg.block_size, cfg.micro_batch
+    per_micro = B * T * d.world_size
+    batch_tokens = cfg.batch_tokens or per_micro
+    if batch_tokens % per_micro:
+        raise UserError(f"--batch-tokens {batch_tokens} is not a multiple of micro_batch × block_size × "
+                        f"processes = {B} × {T} × {d.world_size} = {per_micro}")
+    accum = batch_tokens // per_micro
+    if cfg.max_steps <= 0 or cfg.warmup_steps < 0:
+        raise UserError(f"--max-steps must be > 0 and --warmup-steps ≥ 0 (got {cfg.max_steps}, {cfg.warmup_steps})")
+
+    _seed_everything(cfg.seed)  # identical init on every rank
+    model = GPT(mcfg).to(device)
+    optimizer = model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps, device.type)
+    loader = ShardLoader(cfg.shards, manifest, B, T, rank=d.rank, world_size=d.world_size,
+                         streams_per_rank=accum, seed=cfg.seed)
+    val_batches = load_val_batches(cfg.shards, manifest, B, T, cfg.val_tokens, d.rank, d.world_size)
+    start = 0
+    if ckpt is not None:
+        if ckpt["world_size"] != d.world_size:
+            raise UserError(f"{ckpt['path']}: saved with {ckpt['world_size']} processes, now {d.world_size}; "
+                            "resume with the same number of processes")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        loader.load_state_dict(ckpt["loader"][d.rank])
+        set_rng_state(ckpt["rng"][d.rank])
+        start = int(ckpt["step"])
+        say(f"resumed {ckpt['path']} at step {start}")
+    else:
+        _seed_everything(cfg.seed + d.rank)  # per-rank dropout streams
+    raw_model = model
+    if cfg.compile:
+        model = torch.compile(model)
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # RoPE tables are constant buffers: no need to broadcast them every forward.
+        model = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None,
+                    broadcast_buffers=False)
+
+    tokenizer, warn = load_tokenizer(cfg.tokenizer or tok["name"], None if cfg.tokenizer else tok)
+    if warn:
+        say(f"note: {warn}")
+    flops_per_token = raw_model.estimate_flops_per_token(T)
+    peak = cfg.peak_flops if cfg.peak_flops is not None else peak_flops(device)
+    logger = MetricsLogger(run, cfg.tensorboard, d.master)
+    say(f"model {raw_model.num_params() / 1e6:.2f}M params ({mcfg.n_layer}L {mcfg.n_head}H {mcfg.n_embd}C, "
+        f"T={T}, vocab {mcfg.vocab_size}) | {batch_tokens:,} tokens/step = {B}×{T}×{d.world_size} procs×"
+        f"{accum} accum | {device} {'bf16' if use_bf16 else 'fp32'} | train "
+        f"{manifest['splits']['train']['num_tokens']:,} tokens, val batches {len(val_batches)}")
+    if d.master:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": mcfg.to_dict(),
+                                                     "accum": accum, "batch_tokens": batch_tokens}, indent=2))
+
+    def save(step: int) -> Path | None:
+        loader_states, rng_states = [loader.state_dict()], [get_rng_state()]
+        if d.enabled:
+            gathered = [None] * d.world_size
+            dist.all_gather_object(gathered, (loader_states[0], rng_states[0]))
+            loader_states, rng_states = [g[0] for g in gathered], [g[1] for g in gathered]
+        path = None
+        if d.master:
+            path = save_checkpoint(run, step, {
+                "model": raw_model.state_dict(), "model_config": mcfg.to_dict(),
+                "optimizer": optimizer.state_dict(), "step": step, "loader": loader_states,
+                "rng": rng_states, "train_config": asdict(cfg), "tokenizer": tok,
+                "world_size": d.world_size, "accum": accum,
+            }, keep=cfg.keep_checkpoints)
+            say(f"saved {path}")
+        if d.enabled:
+            dist.barrier()
+        return path
+
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    last_train = last_val = last_ckpt = None
+    stop = min(cfg.stop_at or cfg.max_steps, cfg.max_steps)
+    step = start
+    for step in range(start, stop + 1):
+        last = step == stop
+        if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or last) and val_batches:
+            last_val = evaluate(raw_model, val_batches, device, autocast, d)
+            say(f"step {step:5d} | val loss {last_val:.4f}")
+            logger.log({"type": "val", "step": step, "val_loss": last_val,
+                        "val_tokens": len(val_batches) * d.world_size * B * T})
+        if d.master and cfg.sample_every > 0 and (step % cfg.sample_every == 0 or last):
+            # without a tokenizer, sample once from the EOT token (unconditional)
+            prompts = cfg.sample_prompts if tokenizer.enc is not None else ["<|endoftext|>"]
+            for prompt in prompts:
+                ids = tokenizer.encode(prompt) if tokenizer.enc is not None else [tok["eot_id"]]
+                new = generate(raw_model, ids, cfg.sample_tokens, temperature=cfg.sample_temperature,
+                               top_k=cfg.sample_top_k, seed=cfg.seed, eot_id=tok["eot_id"])
+                text = tokenizer.decode(new)
+                say(f"sample | {prompt!r} → {text!r}")
+                logger.log({"type": "sample", "step": step, "prompt": prompt, "text": text})
+        if step > start and (last or (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0)):
+            last_ckpt = save(step)
+        if last:
+            break
+
+        # ---- one optimizer step ------------------------------------------------------------
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg.lr, min_lr, cfg.warmup_steps, cfg.max_steps, cfg.schedule, cfg.decay_frac)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(accum):
+            x, y = loader.next_batch(micro)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if d.enabled:  # all-reduce gradients only on the last micro-step (nanoGPT)
+                model.require_backward_grad_sync = micro == accum - 1
+            with autocast():
+                _, loss = model(x, y)
+            loss = loss / accum
+            loss_sum += loss.detach()
+            loss.backward()
+        if d.enabled:
+            dist.all_reduce(loss_sum)
+            loss_sum /= d.world_size
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_loss = float(loss_sum)  # syncs the device
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        tok_s = batch_tokens / dt
+        mfu = flops_per_token * tok_s / (peak * d.world_size) if peak else 0.0
+        last_train = train_loss
+        say(f"step {step + 1:5d}/{cfg.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | gnorm {grad_norm:.3f} | "
+            f"{dt * 1000:.0f} ms | {tok_s:,.0f} tok/s | MFU {100 * mfu:.1f}%")
+        logger.log({"type": "train", "step": step + 1, "loss": train_loss, "lr": lr, "grad_norm": grad_norm,
+                    "ms": dt * 1000, "tokens_per_s": tok_s, "mfu": mfu, "tokens": (step + 1) * batch_tokens})
+        if not math.isfinite(train_loss):
+            raise UserError(f"loss became {train_loss} at step {step + 1}; lower --lr or check the data")
+    logger.close()
+    if d.enabled:
+        dist.barrier()
+    return {"step": step, "train_loss": last_train, "val_loss": last_val,
+            "checkpoint": str(last_ckpt) if last_ckpt else None, "tokens_per_step": batch_tokens,
+            "accum": accum, "params": raw_model.num_params()}
