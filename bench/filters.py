@@ -174,11 +174,12 @@ def main() -> None:
 
     t0 = time.perf_counter()
     rows = load_docs(args.rebuild)
-    print(f"documents: {len(rows)} ({sum(len(r['text'].encode()) for r in rows) / 1e6:.2f} MB text, "
-          f"loaded in {time.perf_counter() - t0:.1f} s from {CACHE})")
+    mb = sum(len(r["text"].encode()) for r in rows) / 1e6
+    sizes = sorted(len(r["text"]) for r in rows)
+    print(f"documents: {len(rows)} ({mb:.2f} MB text; chars median {sizes[len(sizes) // 2]}, "
+          f"max {sizes[-1]}), loaded in {time.perf_counter() - t0:.1f} s from {CACHE}")
     langs = Counter(r["language"] or "?" for r in rows)
     print("languages:", ", ".join(f"{k}:{v}" for k, v in langs.most_common(8)))
-    mb = sum(len(r["text"].encode()) for r in rows) / 1e6
 
     try:
         import datatrove  # noqa: F401
@@ -201,13 +202,15 @@ def main() -> None:
     reasons = runs[-1][2]
     print(f"\nchain ({' -> '.join(f.name for f in chain)}), 1 process, median of {args.repeat}:")
     print(f"  CPU time:  {len(rows) / cpu:8.0f} docs/s  {mb / cpu:7.2f} MB/s  ({cpu * 1e3:.0f} ms)")
-    print(f"  wall time: {len(rows) / wall:8.0f} docs/s  {mb / wall:7.2f} MB/s  ({wall * 1e3:.0f} ms)")
+    print(f"  wall time: {len(rows) / wall:8.0f} docs/s  {mb / wall:7.2f} MB/s  "
+          f"({wall * 1e3:.0f} ms; includes waiting for a core on a shared machine)")
     print(f"  ratio chain / reference (split words + lines, same run): {cpu / ref:.1f}x "
           f"(reference {ref * 1e3:.1f} ms CPU)")
     print("  outcome:", ", ".join(f"{k}:{v}" for k, v in reasons.most_common()))
     small = [r for r in rows if len(r["text"]) < 5000]
     s_cpu = statistics.median(time_pass(chain, small)[0] for _ in range(args.repeat))
-    print(f"  documents under 5,000 chars only ({len(small)}): {len(small) / s_cpu:.0f} docs/s CPU")
+    print(f"  documents under 5,000 chars only ({len(small)}): "
+          f"{len(small) / s_cpu:.0f} docs/s CPU")
 
     print("\neach filter alone on all documents (CPU time, median of passes):")
     for f in chain:

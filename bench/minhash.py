@@ -71,28 +71,34 @@ def corpus(n_docs: int, seed: int = 0) -> list[str]:
     return docs
 
 
-def ours(words, hash_name):
+def ours(norm: list[bytes], hash_name: str) -> np.ndarray:
+    """webmill: Arrow word split + vectorized MinHash, batches of 1,000 documents."""
     hasher = mh.MinHasher(hash_name=hash_name)
-    return np.concatenate([hasher.signatures_from_words(words[i : i + 1000]) for i in range(0, len(words), 1000)])
+    return np.concatenate(
+        [hasher.signatures_from_split(*mh.split_words(norm[i : i + 1000])) for i in range(0, len(norm), 1000)]
+    )
 
 
-def theirs(words, hashfunc):
+def theirs(norm: list[bytes], hashfunc) -> np.ndarray:
+    """datasketch: split, build the shingles, one MinHash per document with update_batch."""
     out = []
-    for w in words:
+    for text in norm:
         m = datasketch.MinHash(num_perm=112, seed=1, hashfunc=hashfunc)
-        m.update_batch(mh.shingles(w, 5))
+        m.update_batch(mh.shingles(text.split(), 5))
         out.append(m.hashvalues)
     return np.stack(out)
 
 
 def bench_signatures(docs: list[str], repeats: int) -> None:
     t = time.perf_counter()
-    words = [mh.normalize_words(d) for d in docs]
+    words = [mh.normalized_bytes(d) for d in docs]  # the common input of both sides
     t_norm = time.perf_counter() - t
     n = len(docs)
-    print(f"corpus: {n} documents, {sum(map(len, words)) / n:.0f} words/doc (mean), "
-          f"{sum(map(len, docs)) / 2**20:.1f} MiB of text")
-    print(f"normalization (shared by all rows below): {n / t_norm:,.0f} docs/s")
+    n_words = sum(len(w.split()) for w in words)
+    n_distinct = len({x for w in words[:1000] for x in w.split()})
+    print(f"corpus: {n} documents, {n_words / n:.0f} words/doc (mean), {sum(map(len, docs)) / 2**20:.1f} MiB of text, "
+          f"{n_distinct / sum(len(w.split()) for w in words[:1000]):.1%} distinct words in the first 1,000 documents")
+    print(f"normalization (NFKD, lower, separators; shared by all rows below): {n / t_norm:,.0f} docs/s")
     check = words[:50]
     runs = {
         "ours xxh3_words": lambda w: ours(w, "xxh3_words"),
@@ -113,7 +119,7 @@ def bench_signatures(docs: list[str], repeats: int) -> None:
             fn(words)
             rates[k].append(n / (time.perf_counter() - t))
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"\nsignatures/s from normalized words (median of {repeats}; 112 perms, 5-word shingles, 1 core)")
+    print(f"\nsignatures/s from normalized text (median of {repeats}; 112 perms, 5-word shingles, 1 core)")
     for k, v in med.items():
         print(f"  {k:<28} {v:>9,.0f}")
     print("ratios (ours / datasketch):")
@@ -154,12 +160,47 @@ def bench_job(docs: list[str], n_files: int) -> None:
         try:
             print(f"\ndedup job: {len(rows)} documents in {n_files} files, Ray with 2 CPUs")
             for shuffle in ("sort", "hash", "sort", "hash"):
-                s = run_dedup(out, DedupConfig(shuffle=shuffle))
+                with WorkerRss() as w:
+                    s = run_dedup(out, DedupConfig(shuffle=shuffle))
                 print(f"  shuffle={shuffle:<4} removed {s['exact']['documents_removed']} exact + "
-                      f"{s['minhash']['documents_removed']} near; seconds {s['seconds']}; "
-                      f"driver peak RSS {s['peak_rss_driver_bytes'] / 2**20:,.0f} MiB")
+                      f"{s['minhash']['documents_removed']} near; {s['candidate_edges']} edges; seconds {s['seconds']}; "
+                      f"peak RSS: driver {s['peak_rss_driver_bytes'] / 2**20:,.0f} MiB, one worker "
+                      f"{w.peak_one / 2**20:,.0f} MiB, all workers {w.peak_sum / 2**20:,.0f} MiB")
         finally:
             ray.shutdown()
+
+
+class WorkerRss:
+    """Samples the RSS of this driver's Ray worker processes (descendants titled "ray::...") every 0.1 s."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak_one = self.peak_sum = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            rss = []
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    title = " ".join(p.cmdline())
+                    if title.startswith("ray::") and "Agent" not in title:  # workers, not the agents
+                        rss.append(p.memory_info().rss)
+                except psutil.Error:
+                    continue
+            if rss:
+                self.peak_one, self.peak_sum = max(self.peak_one, max(rss)), max(self.peak_sum, sum(rss))
+            self._stop.wait(0.1)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def main() -> None:

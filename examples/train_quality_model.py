@@ -142,8 +142,12 @@ def web_documents(warc_dir: Path, names: set[str] | None = None, exclude: tuple[
                              "text": rec["payload"].decode("utf-8", "replace")})
             else:
                 html = decode_html(rec["payload"], rec["charset"])
-                docs.append({"file": path.name, "url": rec["url"], "text": extract_text(html),
-                             "nav": link_texts(html)})
+                try:
+                    text = extract_text(html)
+                except Exception as e:  # lxml/trafilatura fail on a few real pages: no text then
+                    print(f"{path.name} {rec['url']}: extraction failed ({type(e).__name__})", file=sys.stderr)
+                    text = ""
+                docs.append({"file": path.name, "url": rec["url"], "text": text, "nav": link_texts(html)})
     return docs
 
 

@@ -334,14 +334,19 @@ def brute_dup(words: list[str], n: int) -> int:
 
 
 @pytest.mark.parametrize("vectorized", [False, True])
-def test_ngram_counts_match_brute_force(vectorized, monkeypatch):
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_ngram_counts_match_brute_force(vectorized, language, monkeypatch):
     monkeypatch.setattr(T, "NUMPY_MIN_CHARS", 0 if vectorized else 10**9)
+    monkeypatch.setattr(T, "NUMPY_MIN_CHAR_WORDS", 0 if vectorized else 10**9)
     rng = random.Random(0)
     vocab = ["a", "bb", "ccc", "the", "of", "x1", "—", "naïve", "日本"]
+    if language == "zh":  # words are characters: one Han character or one Latin run
+        vocab = ["北", "京", "市", "的", "ab", "c", "x1"]
     for trial in range(60):
         words = [rng.choice(vocab[: rng.randint(2, len(vocab))]) for _ in range(rng.randint(0, 60))]
-        s = T.TextStats(" ".join(words))
-        assert s.vectorized is vectorized
+        s = T.TextStats(" ".join(words), language)
+        assert s.numpy_ngrams is vectorized
+        assert s.words == words
         assert s.n_words == len(words)
         assert s.word_chars == sum(map(len, words))
         for n in (2, 3, 4):
@@ -366,3 +371,18 @@ def test_token_counts_match_between_paths(monkeypatch):
     assert slow.n_non_alpha_tokens == 7
     stop = frozenset({"world!", "ok…", "end."})
     assert fast.count_words_in(stop) == slow.count_words_in(stop) == 3
+
+
+@pytest.mark.parametrize("text", ["", " \n ", "a", " a b  c ", "x\u3000y\n z😀 ..",
+                                  "naïve 日本語 x² — 1984", "ab" * 3000 + " b"])
+def test_token_arrays_describe_str_split_tokens(text):
+    lengths, alpha, alnum, hashes = T.token_arrays(text)
+    words = text.split()
+    assert lengths.tolist() == [len(w) for w in words]
+    assert alpha.tolist() == [any(c.isalpha() for c in w) for w in words]
+    assert alnum.tolist() == [any(c.isalnum() for c in w) for w in words]
+    assert T.count_tokens(text) == len(words)
+    by_word = {}
+    for w, h in zip(words, hashes.tolist()):
+        assert by_word.setdefault(w, h) == h  # equal words, equal hashes
+    assert len(set(by_word.values())) == len(by_word)  # distinct words, distinct hashes

@@ -113,3 +113,28 @@ def test_real_chinese_page_is_not_dropped_by_word_count_rules(results):
         en = Document(text=d.text, metadata={"language": "en"})
         assert apply_filters(build_fineweb_chain(), en)[1] in (
             "gopher_short_doc", "gopher_above_avg_word_len")
+
+
+def test_python_and_numpy_paths_agree_on_real_pages(results, monkeypatch):
+    from webmill.filters import text as T
+
+    def summary(text: str, lang: str):
+        s = T.TextStats(text, lang)
+        return (s.n_words, s.word_chars, s.max_word_length, s.n_symbol_tokens, s.symbol_chars,
+                s.n_non_alpha_tokens, T.top_word_char_count(s),
+                [T.top_ngram_char_count(s, n) for n in (2, 3, 4)],
+                [T.duplicate_ngram_char_count(s, n) for n in range(5, 11)],
+                s.count_words_in(frozenset({"the", "The", "of", "and"})))
+
+    n = 0
+    for rows in results.values():
+        for d, _, _ in rows:
+            lang = d.metadata["language"]
+            monkeypatch.setattr(T, "NUMPY_MIN_CHARS", 10**9)
+            monkeypatch.setattr(T, "NUMPY_MIN_CHAR_WORDS", 10**9)
+            slow = summary(d.text, lang)
+            monkeypatch.setattr(T, "NUMPY_MIN_CHARS", 0)
+            monkeypatch.setattr(T, "NUMPY_MIN_CHAR_WORDS", 0)
+            assert summary(d.text, lang) == slow, d.id
+            n += 1
+    assert n > 50

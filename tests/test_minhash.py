@@ -8,6 +8,7 @@ import random
 import datasketch
 import numpy as np
 import pytest
+import xxhash
 from datasketch.hashfunc import sha1_hash32 as datasketch_sha1_hash32
 from jaccard_gen import WARC_DIR, jaccard_pair, load_html_documents, load_wet_documents, real_base_documents
 
@@ -89,6 +90,18 @@ def test_normalization():
     assert len(mh.normalize_words("हिन्दी भाषा")) == 2
     with pytest.raises(TypeError):
         mh.normalize_words(b"bytes")
+
+
+@needs_data
+def test_arrow_split_equals_python_split(real_texts):
+    texts = real_texts + ["\ud800 lone surrogate", "  lead and trail  ", "x\u3000y\u00a0z"]
+    words, offsets = mh.split_words([mh.normalized_bytes(t) for t in texts])
+    flat = words.to_pylist()
+    for i, t in enumerate(texts):
+        assert flat[offsets[i] : offsets[i + 1]] == mh.normalize_words(t)
+    assert mh.word_hashes(words).tolist() == [xxhash.xxh3_64_intdigest(w) for w in flat]
+    assert mh.text_hashes(words, offsets).tolist() == [mh.text_hash64(mh.normalize_words(t)) for t in texts]
+    assert mh.normalize_words("x\u3000y\u00a0z") == [b"x", b"y", b"z"]
 
 
 def test_shingles_and_short_documents():

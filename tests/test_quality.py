@@ -134,7 +134,7 @@ def test_training_and_scoring_are_deterministic(tmp_path, labelled):
 def test_quantized_model_is_small_and_keeps_its_auc(tmp_path, labelled):
     pos_file, neg_file = labelled
     res_ftz = train_quality_model([pos_file], [neg_file], tmp_path / "q.ftz", quantize=True,
-                                  quantize_cutoff=20_000, valid_frac=0.2, **SMALL)
+                                  quantize_cutoff=5_000, valid_frac=0.2, **SMALL)
     res_bin = train_quality_model([pos_file], [neg_file], tmp_path / "q.bin", valid_frac=0.2, **SMALL)
     assert res_ftz["model_bytes"] < res_bin["model_bytes"] / 5
     assert res_ftz["valid"]["auc"] >= 0.9
@@ -379,9 +379,9 @@ def test_train_quality_cli(tmp_path, labelled):
     pos_file, neg_file = labelled
     app = typer.Typer()
     app.command()(train_quality_cmd)
-    out = tmp_path / "cli.ftz"
-    r = CliRunner().invoke(app, ["-p", str(pos_file), "-n", str(neg_file), "-o", str(out), "--quantize",
-                                 "--bucket", "50000", "--dim", "32", "--quantize-cutoff", "20000"])
+    out = tmp_path / "cli.bin"
+    r = CliRunner().invoke(app, ["-p", str(pos_file), "-n", str(neg_file), "-o", str(out),
+                                 "--bucket", "50000", "--dim", "32"])
     assert r.exit_code == 0, r.output
     assert "AUC" in r.output and out.exists()
     assert QualityScorer(out).score(["x"]).shape == (1,)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import REPO, make_shards, pattern_docs, run_cli
+from test_train_helpers import REPO, invoke, make_shards, pattern_docs, run_cli
 
 from webmill.errors import UserError
 from webmill.tokenize.shards import ShardError, check_shards
@@ -159,11 +159,11 @@ def test_ddp_two_gloo_processes_equal_one_process_with_accumulation(shards, tmp_
 
 
 def test_cli_help_and_user_error_exit_code(tmp_path):
-    r = run_cli("pretrain", "--help")
-    assert r.returncode == 0
+    r = invoke("pretrain", "--help")
+    assert r.exit_code == 0
     for flag in ("--shards", "--preset", "--batch-tokens", "--compile", "--resume", "--sample-every",
                  "--schedule", "--stop-at", "--eval-every", "--n-layer", "--block-size"):
         assert flag in r.stdout, flag
-    r = run_cli("pretrain", "--shards", str(tmp_path / "nope"), "--out", str(tmp_path / "run"))
-    assert r.returncode == 2
+    r = invoke("pretrain", "--shards", str(tmp_path / "nope"), "--out", str(tmp_path / "run"))
+    assert r.exit_code == 2
     assert r.stderr.startswith("error: ") and "nope" in r.stderr and "Traceback" not in r.stderr

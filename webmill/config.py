@@ -106,6 +106,8 @@ def _check_class_section(path: tuple[str, ...], table: dict) -> None:
             known = ", ".join(k for k in params if k not in ("self", "args", "kwargs"))
             raise UserError(f"unknown config key [{where}] {key!r}; known keys: enabled, {known}")
         default = params[key].default
+        if value is False and isinstance(default, (int, float)) and not isinstance(default, bool):
+            continue  # `false` turns a threshold off in the rule classes
         if default is not inspect.Parameter.empty and not _type_ok(value, default):
             raise UserError(f"config [{where}] {key} must be {type(default).__name__}, got {value!r}")
 

@@ -172,25 +172,22 @@ def band_rows_for_file(
     hasher = mh.MinHasher(cfg.num_perm, cfg.seed, cfg.shingle_size, cfg.hash_func, cfg.scheme, cfg.chunk_shingles)
     p = np.uint64(num_partitions)
     for first, texts in _iter_text_batches(path, cfg.batch_docs, cfg.max_batch_bytes):
-        words = [mh.normalize_words(t) for t in texts]
+        words, word_offsets = mh.split_words([mh.normalized_bytes(t) for t in texts])
         doc = np.arange(first, first + len(texts), dtype=np.int64) + row_offset
         parts: list[dict[str, np.ndarray]] = []
         if cfg.exact:
-            key = np.fromiter((mh.text_hash64(w) for w in words), dtype=np.uint64, count=len(words))
+            key = mh.text_hashes(words, word_offsets)
             parts.append({"band": np.full(len(doc), EXACT_BAND, np.int16), "key": key, "doc": doc})
         if cfg.minhash:
-            has_words = np.fromiter(map(bool, words), dtype=bool, count=len(words))
-            sig = hasher.signatures_from_words([w for w in words if w])
-            keys = mh.band_hashes(sig, bands, rows)  # (n, bands)
-            n = len(keys)
+            has_words = np.diff(word_offsets) > 0
+            keys = mh.band_hashes(hasher.signatures_from_split(words, word_offsets)[has_words], bands, rows)
             parts.append({
-                "band": np.tile(np.arange(bands, dtype=np.int16), n),
+                "band": np.tile(np.arange(bands, dtype=np.int16), len(keys)),
                 "key": keys.reshape(-1),
                 "doc": np.repeat(doc[has_words], bands),
             })
         out = {k: np.concatenate([q[k] for q in parts]) for k in ("band", "key", "doc")}
-        out = {"part": (out["key"] % p).astype(np.int32), **out}
-        yield out
+        yield {"part": (out["key"] % p).astype(np.int32), **out}
 
 
 def _band_rows_udf(batch: dict[str, np.ndarray], cfg_dict: dict, num_partitions: int):
@@ -236,46 +233,57 @@ def _bucket_udf(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # stage 3: connected components (driver)
 
 
+def _relabel(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(uniq, labels)``: sorted distinct values and each value's index in ``uniq``.
+
+    Same as ``np.unique(values, return_inverse=True)``, via one quicksort: numpy 2.4's
+    ``np.unique`` and random-order ``np.searchsorted`` were 10-40x slower here on 10^6-10^7 keys.
+    """
+    order = np.argsort(values, kind="quicksort")
+    ordered = values[order]
+    new = np.empty(len(values), dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    labels = np.empty(len(values), dtype=np.int64)
+    labels[order] = np.cumsum(new) - 1
+    return ordered[new], labels
+
+
 def connected_components(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Components of the undirected graph given by edges ``src[i] -- dst[i]`` (int64 doc indices).
 
     Returns:
         ``(nodes, component)``: ``nodes`` sorted unique int64 doc indices appearing in an edge;
         ``component`` int64 of the same shape, the smallest node of each node's component.
-        Uses ``scipy.sparse.csgraph.connected_components`` (one process, O(E + V) memory).
+        Uses ``scipy.sparse.csgraph.connected_components`` in this process; peak memory about
+        80 bytes per edge (measured, see docs/dedup.md).
     """
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components as scipy_cc
 
-    nodes = np.unique(np.concatenate([src, dst]))
+    nodes, ends = _relabel(np.concatenate([src, dst]))
     if len(nodes) == 0:
         return nodes, nodes.copy()
-    idx_t = np.int32 if len(nodes) < 2**31 else np.int64
-    i = np.searchsorted(nodes, src).astype(idx_t)
-    j = np.searchsorted(nodes, dst).astype(idx_t)
-    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(len(nodes), len(nodes))).tocsr()
-    del i, j
-    _, labels = scipy_cc(graph, directed=False)
-    # nodes are sorted, so the first node of each label is the smallest one
-    _, first = np.unique(labels, return_index=True)
-    return nodes, nodes[first][labels]
+    n_edges = len(src)
+    graph = csr_matrix((np.ones(n_edges, dtype=np.int8), (ends[:n_edges], ends[n_edges:])), shape=(len(nodes), len(nodes)))
+    del ends
+    n_comp, labels = scipy_cc(graph, directed=False)
+    smallest = np.full(n_comp, len(nodes), dtype=np.int64)
+    np.minimum.at(smallest, labels, np.arange(len(nodes)))  # nodes are sorted: smallest index = smallest node
+    return nodes, nodes[smallest[labels]]
 
 
 # ----------------------------------------------------------------------------------------------
 # stage 4 and 5: keep and write (run in Ray tasks)
 
 
-def read_keep_columns(path: str, local_rows: np.ndarray) -> dict[str, Any]:
-    """``id`` (list of str) and ``quality_score`` (float64, NaN if null/missing) of some rows."""
-    schema = pq.read_schema(path)
-    cols = ["id"] + (["quality_score"] if "quality_score" in schema.names else [])
+def read_keep_columns(path: str, local_rows: np.ndarray) -> pa.Table:
+    """Columns ``id`` (string) and ``q`` (float64 ``quality_score``, null if missing) of some rows."""
+    names = pq.read_schema(path).names
+    cols = ["id"] + (["quality_score"] if "quality_score" in names else [])
     table = pq.read_table(path, columns=cols).take(pa.array(local_rows))
-    quality = (
-        table.column("quality_score").cast(pa.float64()).fill_null(np.nan).to_numpy()
-        if "quality_score" in cols
-        else np.full(len(local_rows), np.nan)
-    )
-    return {"id": table.column("id").cast(pa.string()).to_pylist(), "quality": quality}
+    quality = table.column("quality_score").cast(pa.float64()) if "quality_score" in cols else pa.nulls(len(table), pa.float64())
+    return pa.table({"id": table.column("id").cast(pa.string()), "q": quality})
 
 
 def write_deduped_file(
@@ -388,12 +396,11 @@ def _choose_removed(ray, files, offsets, bounds, nodes, comp, use_quality: bool,
         for i in range(len(files))
         if bounds[i + 1] > bounds[i]
     ]
-    results = ray.get(refs)  # in file order, hence in node order
-    ids = [x for r in results for x in r["id"]]
-    quality = np.concatenate([np.empty(0)] + [r["quality"] for r in results])
+    empty = pa.table({"id": pa.array([], pa.string()), "q": pa.array([], pa.float64())})
+    table = pa.concat_tables([empty] + ray.get(refs))  # in file order, hence in node order
     if not use_quality:
-        quality = np.full(len(nodes), np.nan)
-    table = pa.table({"comp": comp, "q": pa.array(quality, from_pandas=True), "id": pa.array(ids, pa.string()), "node": nodes})
+        table = table.set_column(1, "q", pa.nulls(len(table), pa.float64()))
+    table = table.append_column("comp", pa.array(comp)).append_column("node", pa.array(nodes))
     sort_keys = [("comp", "ascending", "at_end"), ("q", "descending", "at_end"),
                  ("id", "ascending", "at_end"), ("node", "ascending", "at_end")]
     order = pc.sort_indices(table, sort_keys=sort_keys).to_numpy()
@@ -408,14 +415,18 @@ def _component_stats(nodes, comp, exact_nodes, exact_comp) -> dict:
     """Counts for dedup.json: exact groups, components with >= 2 distinct texts, size histogram."""
     rep = nodes.copy()  # exact-group representative of every node (itself when not in one)
     if len(exact_nodes):
-        pos = np.searchsorted(exact_nodes, nodes).clip(max=len(exact_nodes) - 1)
+        pos = np.searchsorted(exact_nodes, nodes).clip(max=len(exact_nodes) - 1)  # sorted queries: fast
         hit = exact_nodes[pos] == nodes
         rep[hit] = exact_comp[pos[hit]]
-    comp_ids, comp_sizes = np.unique(comp, return_counts=True)
-    pairs = np.unique(np.stack([comp, rep], axis=1), axis=0)
-    texts_per_comp = np.bincount(np.searchsorted(comp_ids, pairs[:, 0]), minlength=len(comp_ids))
+    comp_ids, comp_label = _relabel(comp)
+    comp_sizes = np.bincount(comp_label, minlength=len(comp_ids))
+    # distinct texts per component: every representative lies in exactly one component
+    reps, rep_label = _relabel(rep)
+    rep_comp = np.zeros(len(reps), dtype=np.int64)
+    rep_comp[rep_label] = comp_label
+    texts_per_comp = np.bincount(rep_comp, minlength=len(comp_ids))
     near = texts_per_comp >= 2
-    n_exact_groups = len(np.unique(exact_comp))
+    n_exact_groups = len(_relabel(exact_comp)[0])
     return {
         "components": int(len(comp_ids)),
         "exact_groups": int(n_exact_groups),

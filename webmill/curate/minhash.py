@@ -40,6 +40,8 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 SHINGLE_HASHES = ("xxh3_words", "xxh3", "sha1")
@@ -73,6 +75,35 @@ _ASCII_TABLE, _NONASCII_SEPARATORS = _build_tables()
 _ASCII_BYTES = bytes(range(128))
 
 
+def normalized_bytes(text: str | None) -> bytes:
+    """UTF-8 bytes of ``text`` after NFKD and ``lower()``, every separator replaced by ``b" "``.
+
+    Separators: characters of Unicode general category ``P*`` (punctuation) or ``S*``
+    (symbols) and whitespace (FineWeb MinHash normalization, datatrove ``simplify_text``).
+    Runs of spaces are *not* collapsed here; :func:`normalize_words` and :func:`split_words`
+    split on them. Lone surrogates (invalid in UTF-8) become separators too. ``None`` -> ``b""``.
+
+    Raises:
+        TypeError: ``text`` is neither ``str`` nor ``None``.
+    """
+    if text is None:
+        return b""
+    if not isinstance(text, str):
+        raise TypeError(f"normalize_words expects str, got {type(text).__name__}")
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text)
+    text = text.lower()
+    data = text.encode("utf-8", "replace")
+    non_ascii = data.translate(None, _ASCII_BYTES)  # the few non-ASCII characters, found at C speed
+    if non_ascii:
+        present = _NONASCII_SEPARATORS.intersection(non_ascii.decode("utf-8", "replace"))
+        if present:
+            for ch in present:
+                text = text.replace(ch, " ")
+            data = text.encode("utf-8", "replace")
+    return data.translate(_ASCII_TABLE)
+
+
 def normalize_words(text: str | None) -> list[bytes]:
     """Normalize ``text`` and split it into words (UTF-8 ``bytes``, no empty word).
 
@@ -84,19 +115,44 @@ def normalize_words(text: str | None) -> list[bytes]:
     Raises:
         TypeError: ``text`` is neither ``str`` nor ``None``.
     """
-    if text is None:
-        return []
-    if not isinstance(text, str):
-        raise TypeError(f"normalize_words expects str, got {type(text).__name__}")
-    if not text.isascii():
-        text = unicodedata.normalize("NFKD", text)
-    data = text.lower().encode("utf-8", "surrogatepass")
-    non_ascii = data.translate(None, _ASCII_BYTES)
-    if non_ascii:
-        # UTF-8 is self-synchronizing, so replacing a character's byte sequence is safe.
-        for ch in _NONASCII_SEPARATORS.intersection(non_ascii.decode("utf-8", "surrogatepass")):
-            data = data.replace(ch.encode("utf-8", "surrogatepass"), b" ")
-    return data.translate(_ASCII_TABLE).split()
+    return normalized_bytes(text).split()
+
+
+def split_words(normalized: Sequence[bytes]) -> tuple[pa.LargeBinaryArray, np.ndarray]:
+    """Split many :func:`normalized_bytes` outputs into words at once (Arrow, no Python loop).
+
+    Returns:
+        ``(words, offsets)``: ``words`` a flat Arrow ``large_binary`` array of all non-empty
+        words in document order; ``offsets`` int64 of shape ``(n_docs + 1,)``, document ``i``
+        owning ``words[offsets[i]:offsets[i+1]]``. Equal to :func:`normalize_words` per document.
+    """
+    split = pc.split_pattern(pa.array(normalized, type=pa.large_binary()), pattern=" ")
+    words = pc.list_flatten(split)
+    parent = pc.list_parent_indices(split)
+    nonempty = pc.greater(pc.binary_length(words), 0)
+    words, parent = words.filter(nonempty), parent.filter(nonempty).to_numpy()
+    offsets = np.zeros(len(normalized) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(parent, minlength=len(normalized)), out=offsets[1:])
+    return words, offsets
+
+
+def word_hashes(words: pa.Array) -> np.ndarray:
+    """XXH3-64 of every word (uint64, same order); each distinct word is hashed once
+    (Arrow ``dictionary_encode``, then ``xxhash.xxh3_64_intdigest`` on the distinct ones)."""
+    if len(words) == 0:
+        return np.empty(0, dtype=np.uint64)
+    enc = pc.dictionary_encode(words)
+    distinct = enc.dictionary.to_pylist()
+    dh = np.fromiter(map(xxhash.xxh3_64_intdigest, distinct), dtype=np.uint64, count=len(distinct))
+    return dh[enc.indices.to_numpy()]
+
+
+def text_hashes(words: pa.Array, offsets: np.ndarray) -> np.ndarray:
+    """Exact-duplicate keys: :func:`text_hash64` of every document of a :func:`split_words` result
+    (uint64, shape ``(n_docs,)``)."""
+    docs = pa.LargeListArray.from_arrays(pa.array(offsets), words)
+    joined = pc.binary_join(docs, pa.scalar(b" ", pa.large_binary()))
+    return np.fromiter(map(xxhash.xxh3_64_intdigest, joined.to_pylist()), dtype=np.uint64, count=len(joined))
 
 
 def normalize_text(text: str | None) -> str:
@@ -271,53 +327,52 @@ class MinHasher:
 
     # -- shingle hashes -------------------------------------------------------------------------
 
-    def shingle_hashes(self, docs_words: Sequence[Sequence[bytes]]) -> tuple[np.ndarray, np.ndarray]:
-        """Hash every shingle of every document.
-
-        Args:
-            docs_words: per document, its normalized words (from :func:`normalize_words`).
+    def shingle_hashes_split(self, words: pa.Array, word_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Hash every shingle of every document given as a :func:`split_words` result.
 
         Returns:
             ``(hv, offsets)``: ``hv`` uint32 of shape ``(total_shingles,)``, the shingle hashes
             of document ``i`` being ``hv[offsets[i]:offsets[i+1]]``; ``offsets`` int64 of shape
-            ``(n_docs + 1,)``.
+            ``(n_docs + 1,)``. Shingles are in document order (duplicates kept).
         """
         k = self.shingle_size
-        counts = np.fromiter(map(len, docs_words), dtype=np.int64, count=len(docs_words))
+        counts = np.diff(word_offsets)
         n_sh = np.where(counts >= k, counts - k + 1, np.minimum(counts, 1))
-        offsets = np.zeros(len(docs_words) + 1, dtype=np.int64)
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(n_sh, out=offsets[1:])
-        if self.hash_name != "xxh3_words":
-            hv = np.fromiter(
-                (self.hashfunc(s) for words in docs_words for s in shingles(words, k)),
-                dtype=np.uint32,
-                count=int(offsets[-1]),
-            )
-            return hv, offsets
-        # xxh3_words: hash every word once, then a rolling polynomial over k word hashes.
-        all_words = [w for words in docs_words for w in words]
-        wh = np.fromiter(map(xxhash.xxh3_64_intdigest, all_words), dtype=np.uint64, count=len(all_words))
-        word_off = np.zeros(len(docs_words) + 1, dtype=np.int64)
-        np.cumsum(counts, out=word_off[1:])
+        if self.hash_name != "xxh3_words":  # one Python call per shingle
+            flat = words.to_pylist()
+            docs = (flat[word_offsets[i] : word_offsets[i + 1]] for i in range(len(counts)))
+            hv = (self.hashfunc(sh) for doc in docs for sh in shingles(doc, k))
+            return np.fromiter(hv, dtype=np.uint32, count=int(offsets[-1])), offsets
+        # xxh3_words: hash each word once, then a rolling polynomial over k word hashes
+        wh = word_hashes(words)
         hv64 = np.empty(int(offsets[-1]), dtype=np.uint64)
         p = np.uint64(_ROLL_P)
         long_docs = counts >= k
-        if long_docs.any() and len(wh) >= k:
+        if long_docs.any():
             n_win = len(wh) - k + 1
             roll = wh[:n_win].copy()
             for j in range(1, k):
                 roll *= p
                 roll += wh[j : j + n_win]
             n_long = n_sh[long_docs]
-            # window t of long document i starts at word word_off[i] + t, goes to offsets[i] + t
+            # window t of long document i starts at word word_offsets[i] + t, goes to offsets[i] + t
             t = np.arange(int(n_long.sum()), dtype=np.int64) - np.repeat(np.cumsum(n_long) - n_long, n_long)
-            hv64[np.repeat(offsets[:-1][long_docs], n_long) + t] = roll[np.repeat(word_off[:-1][long_docs], n_long) + t]
-        for i in np.flatnonzero((counts > 0) & (counts < k)):
+            hv64[np.repeat(offsets[:-1][long_docs], n_long) + t] = roll[np.repeat(word_offsets[:-1][long_docs], n_long) + t]
+        for i in np.flatnonzero((counts > 0) & (counts < k)):  # one shingle of all the words
             h = 0
-            for w in wh[word_off[i] : word_off[i + 1]].tolist():
+            for w in wh[word_offsets[i] : word_offsets[i + 1]].tolist():
                 h = (h * _ROLL_P + w) & _M64
             hv64[offsets[i]] = h
         return (_fmix64(hv64) & np.uint64(_M32)).astype(np.uint32), offsets
+
+    def shingle_hashes(self, docs_words: Sequence[Sequence[bytes]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`shingle_hashes_split` for documents given as lists of normalized words."""
+        words = pa.array([w for doc in docs_words for w in doc], type=pa.large_binary())
+        word_offsets = np.zeros(len(docs_words) + 1, dtype=np.int64)
+        np.cumsum([len(doc) for doc in docs_words], out=word_offsets[1:])
+        return self.shingle_hashes_split(words, word_offsets)
 
     # -- signatures -----------------------------------------------------------------------------
 
@@ -361,13 +416,17 @@ class MinHasher:
             sig_t[:, docs] = np.minimum(sig_t[:, docs], mins)
         return np.ascontiguousarray(sig_t.T)
 
+    def signatures_from_split(self, words: pa.Array, word_offsets: np.ndarray) -> np.ndarray:
+        """Signatures of documents given as a :func:`split_words` result; see :meth:`signatures_from_hashes`."""
+        return self.signatures_from_hashes(*self.shingle_hashes_split(words, word_offsets))
+
     def signatures_from_words(self, docs_words: Sequence[Sequence[bytes]]) -> np.ndarray:
         """Signatures of documents given as normalized word lists; see :meth:`signatures_from_hashes`."""
         return self.signatures_from_hashes(*self.shingle_hashes(docs_words))
 
     def signatures(self, texts: Iterable[str | None]) -> np.ndarray:
         """Signatures of raw texts (normalized here); shape ``(n_docs, num_perm)``."""
-        return self.signatures_from_words([normalize_words(t) for t in texts])
+        return self.signatures_from_split(*split_words([normalized_bytes(t) for t in texts]))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -76,17 +76,30 @@ def discover_inputs(specs: list[str]) -> list[str]:
 
 
 def assign_stems(files: list[str]) -> dict[str, str]:
-    """Map each input to a unique output stem (basename without suffixes; a short hash of the
-    full path is appended when two inputs share a basename)."""
+    """Map each input to a unique, rerun-stable output stem.
+
+    The stem is the basename without archive suffixes; when two inputs share it (``x.warc.gz``
+    and ``x.warc.wet.gz``) the basename without ``.gz`` is used; when even basenames collide
+    (same name in two directories), a short hash of the absolute path is appended.
+    """
     import hashlib
 
-    stems: dict[str, list[str]] = {}
-    for f in files:
-        stems.setdefault(input_stem(f), []).append(f)
+    def groups(key) -> dict[str, list[str]]:
+        g: dict[str, list[str]] = {}
+        for f in files:
+            g.setdefault(key(f), []).append(f)
+        return g
+
     out = {}
-    for stem, group in stems.items():
+    for stem, group in groups(input_stem).items():
         for f in group:
-            out[f] = stem if len(group) == 1 else f"{stem}-{hashlib.sha1(f.encode()).hexdigest()[:8]}"
+            if len(group) == 1:
+                out[f] = stem
+                continue
+            base = f.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gz")
+            same = [g for g in group if g.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gz") == base]
+            full = f if "://" in f else os.path.abspath(f)
+            out[f] = base if len(same) == 1 else f"{base}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
     return out
 
 

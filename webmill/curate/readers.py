@@ -146,14 +146,14 @@ def _status(http_headers) -> int | None:
     return None
 
 
-def _to_record(rec, offset: int) -> Record:
+def _to_record(rec, offset: int, is_arc: bool = False) -> Record:
     h = rec.rec_headers
     url = (h.get_header("WARC-Target-URI") or "").strip()
     if url.startswith("<") and url.endswith(">"):
         url = url[1:-1]
     date_s = h.get_header("WARC-Date") or h.get_header("archive-date")
     rid = h.get_header("WARC-Record-ID")
-    if getattr(rec, "format", "warc") == "arc" or not rid:
+    if is_arc or not rid:  # warcio's arc2warc invents random record ids: derive a stable one
         rid = f"arc:{url}:{date_s}:{offset}"
     if rec.http_headers is not None:
         ctype, charset = _media_type(rec.http_headers.get_header("Content-Type"))
@@ -177,7 +177,17 @@ def _to_record(rec, offset: int) -> Record:
     )
 
 
-def _iter_stream(stream, base: int, source: str, errors: list[ReadError], state: dict) -> Iterator[Record]:
+def _validate(record: Record, rec) -> None:
+    """Refuse headers that warcio accepts leniently but that are not archive records (free text
+    parsed as an ARC header line: no URL scheme, warcio's invalid-date sentinel)."""
+    date = rec.rec_headers.get_header("WARC-Date") or ""
+    if record.rec_type in ("response", "resource", "conversion") and (
+            ":" not in record.url or date.startswith("2999-12-31")):
+        raise ArchiveLoadFailed(f"not an archive record header (url {record.url[:80]!r}, date {date!r})")
+
+
+def _iter_stream(stream, base: int, source: str, errors: list[ReadError], state: dict,
+                 is_arc: bool = False) -> Iterator[Record]:
     """Yield records of ``stream`` until the end or the first damage (recorded in errors)."""
     it = ArchiveIterator(stream, arc2warc=True)
     reader, decomp = it.reader, None
@@ -185,8 +195,10 @@ def _iter_stream(stream, base: int, source: str, errors: list[ReadError], state:
         for rec in it:
             offset = base + it.offset  # start of this record (get_record_offset() would consume it)
             state["last_offset"] = offset
+            record = _to_record(rec, offset, is_arc)
+            _validate(record, rec)
             state["count"] += 1
-            yield _to_record(rec, offset)
+            yield record
             decomp = reader.decompressor
         if decomp is not None and not decomp.eof:
             # warcio stops quietly at a cut gzip member: the last record may be incomplete.
@@ -217,7 +229,7 @@ def _decompress_to_temp(path: str, errors: list[ReadError]):
     return tmp
 
 
-def _scan_records(fobj, source: str, errors: list[ReadError], skip: int) -> Iterator[Record]:
+def _scan_records(fobj, source: str, errors: list[ReadError], skip: int, is_arc: bool) -> Iterator[Record]:
     """Parse a seekable uncompressed archive, resynchronising after each damaged record."""
     state = {"count": 0, "failed": False}
     pos = 0
@@ -226,7 +238,7 @@ def _scan_records(fobj, source: str, errors: list[ReadError], skip: int) -> Iter
         fobj.seek(pos)
         state["failed"] = False
         start_count = state["count"]
-        for r in _iter_stream(fobj, pos, source, errors, state):
+        for r in _iter_stream(fobj, pos, source, errors, state, is_arc):
             if state["count"] > skip:
                 yield r
         if not state["failed"]:
@@ -269,13 +281,19 @@ def iter_records(path: str, errors: list[ReadError]) -> Iterator[Record]:
     """
     with _open(path) as raw:
         magic = raw.read(2)
-    is_gzip = magic == b"\x1f\x8b"
+        is_gzip = magic == b"\x1f\x8b"
+        raw.seek(0)
+        try:
+            head = (gzip.GzipFile(fileobj=raw).read(64) if is_gzip else raw.read(64)).lstrip()
+        except (OSError, EOFError, zlib.error):
+            head = b""
+    is_arc = bool(head) and not head.startswith(b"WARC/")
 
     # Fast path: warcio directly (keeps compressed offsets of per-record gzip members).
     direct_errors: list[ReadError] = []
     state = {"count": 0, "failed": False}
     with _open(path) as raw:
-        yield from _iter_stream(raw, 0, path, direct_errors, state)
+        yield from _iter_stream(raw, 0, path, direct_errors, state, is_arc)
     if not state["failed"]:
         errors.extend(direct_errors)
         return
@@ -287,7 +305,7 @@ def iter_records(path: str, errors: list[ReadError]) -> Iterator[Record]:
         fobj = _open(path)
     with fobj:
         n_err = len(errors)
-        yield from _scan_records(fobj, path, errors, skip=state["count"])
+        yield from _scan_records(fobj, path, errors, skip=state["count"], is_arc=is_arc)
         if len(errors) == n_err and not is_gzip:
             errors.extend(direct_errors)
         elif len(errors) == n_err and state["count"] <= 1:

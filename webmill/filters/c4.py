@@ -157,7 +157,7 @@ class C4Filter(BaseFilter):
             ``(new_text, lines_removed, reason)``: the cleaned text (kept lines joined with
             ``"\\n"``), the number of non-blank lines removed (``int``), and ``None`` when the
             document is kept or one of :attr:`REASONS` when it is dropped (``new_text`` is then
-            the text cleaned so far and should be ignored).
+            the unchanged input and ``lines_removed`` counts the lines removed before the drop).
         """
         lang = normalize_language(language, self.default_language)
         char_words = lang in NO_SPACE_LANGUAGES
@@ -235,7 +235,8 @@ class C4Filter(BaseFilter):
         if lang in self.skip_languages:
             doc.metadata["c4_lines_removed"] = 0
             return True, None
-        new_text, removed, reason = self.clean(doc.text, lang, text_stats(doc, self.default_language))
+        stats = text_stats(doc, self.default_language)
+        new_text, removed, reason = self.clean(doc.text, lang, stats)
         doc.metadata["c4_lines_removed"] = removed
         if reason is not None:
             return False, reason

@@ -99,7 +99,9 @@ class FineWebQualityFilter(BaseFilter):
         self.new_line_ratio = check_number(t, "new_line_ratio", new_line_ratio)
         self.stop_chars = check_strings(t, "stop_chars", stop_chars)
         if not self.stop_chars and self.line_punct_thr is not None:
-            raise UserError(f"[filters.{t}] stop_chars must not be empty while line_punct_thr is set")
+            raise UserError(
+                f"[filters.{t}] stop_chars must not be empty while line_punct_thr is set"
+            )
         self.skip_languages = check_languages(t, "skip_languages", skip_languages)
         self.default_language = check_strings(t, "default_language", [default_language])[0]
         self.reasons = self.REASONS

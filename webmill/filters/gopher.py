@@ -152,7 +152,10 @@ class GopherRepetitionFilter(BaseFilter):
             n_dup, dup_chars = duplicate_count_and_chars(paragraphs)
             if self.dup_para_frac is not None and n_dup / len(paragraphs) > self.dup_para_frac:
                 return False, "gopher_rep_dup_para_frac"
-            if self.dup_para_char_frac is not None and dup_chars / n_chars > self.dup_para_char_frac:
+            if (
+                self.dup_para_char_frac is not None
+                and dup_chars / n_chars > self.dup_para_char_frac
+            ):
                 return False, "gopher_rep_dup_para_char_frac"
 
         if self.dup_line_frac is not None or self.dup_line_char_frac is not None:
@@ -201,14 +204,14 @@ class GopherQualityFilter(BaseFilter):
             ``…`` / lines > ``max_ellipsis_lines_ratio`` (0.3).
         ``gopher_below_alpha_words``: tokens holding an alphabetic character / tokens <
             ``min_alpha_words_ratio`` (0.8).
-        ``gopher_too_few_stop_words``: occurrences of ``stop_words`` (any case) <
-            ``min_stop_words`` (2).
+        ``gopher_too_few_stop_words``: occurrences of ``stop_words`` (as whole tokens, in
+            lower, Title or UPPER case; ``"the,"`` does not count) < ``min_stop_words`` (2).
 
-    Words are the whitespace tokens of the text minus symbol-only tokens (``-``, ``|``,
-    ``•``), so attached punctuation counts in the mean word length (``"end."`` has 4
-    characters); "tokens" in the alphabetic rule include symbol tokens (as datatrove counts
-    punctuation tokens). Lines are ``text.split("\\n")`` (blank lines count, as with
-    datatrove's ``splitlines``).
+    Words are the whitespace tokens of the text minus symbol tokens (no letter or digit:
+    ``-``, ``|``, ``•``), so attached punctuation counts in the mean word length (``"end."``
+    has 4 characters); "tokens" in the alphabetic rule include symbol tokens (as datatrove
+    counts punctuation tokens), and numbers count as tokens without a letter. Lines are
+    ``text.split("\\n")`` (blank lines count, as with datatrove's ``splitlines``).
 
     Languages (``doc.metadata["language"]``):
         * word counts, symbol ratios, bullet/ellipsis lines, alphabetic ratio: all languages;

@@ -60,8 +60,10 @@ TERMINAL_PUNCTUATION: tuple[str, ...] = (
     ".", "'", '"', "!", "?", "。", "！", "？", "｡", "”", "’", "」", "』", "।", "॥", "؟", "۔", "።"
 )
 
-#: Texts with at least this many characters use the vectorized (NumPy) paths.
+#: Space-separated texts with at least this many characters use the vectorized (NumPy) paths.
 NUMPY_MIN_CHARS = 3000
+#: Character-word texts (Chinese, ...) with at least this many words count n-grams with NumPy.
+NUMPY_MIN_CHAR_WORDS = 500
 
 # Scripts split into one word per character for NO_SPACE_LANGUAGES.
 _NO_SPACE_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
@@ -174,17 +176,22 @@ def token_arrays(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     if len(astral):
         flags[astral] = [_char_flags(chr(cps[i])) for i in astral]
     nonws = (flags & _WS) == 0
-    starts = nonws.copy()
-    starts[1:] &= ~nonws[:-1]
-    idx = np.flatnonzero(starts)
-    if len(idx) == 0:
+    n = len(nonws)
+    edge = np.zeros(n + 1, dtype=bool)  # token boundaries: where nonws changes value
+    if n:
+        edge[0], edge[n] = nonws[0], nonws[-1]
+        np.not_equal(nonws[1:], nonws[:-1], out=edge[1:n])
+    bounds = np.flatnonzero(edge)  # alternating token starts and ends
+    if len(bounds) == 0:
         empty = np.zeros(0, dtype=bool)
         return np.zeros(0, np.int64), empty, empty, np.zeros(0, _U64)
-    # a segment runs from one token start to the next: its trailing whitespace has neither
-    # flag and is not counted in the length
-    lengths = np.add.reduceat(nonws, idx, dtype=np.int64)
-    has_alpha = np.logical_or.reduceat((flags & _ALPHA) != 0, idx)
-    has_alnum = np.logical_or.reduceat((flags & _ALNUM) != 0, idx)
+    idx, ends = bounds[0::2], bounds[1::2]
+    lengths = ends - idx
+    # OR of the flags over each segment [start, next start): the trailing whitespace adds
+    # only the whitespace bit
+    seg_flags = np.bitwise_or.reduceat(flags, idx)
+    has_alpha = (seg_flags & _ALPHA) != 0
+    has_alnum = (seg_flags & _ALNUM) != 0
     pw, ipw = _powers(len(cps))
     prefix = np.zeros(len(cps) + 1, dtype=_U64)
     with np.errstate(over="ignore"):
@@ -234,7 +241,9 @@ class TextStats:
         text: the text (``str``).
         language: normalized language code (``str``).
         char_words: ``True`` when words are characters (language in NO_SPACE_LANGUAGES).
-        vectorized: ``True`` when the NumPy paths are used (long space-separated text).
+        vectorized: ``True`` when tokens are measured with NumPy (long space-separated text).
+        numpy_ngrams: ``True`` when n-grams are counted with NumPy (vectorized, or at least
+            :data:`NUMPY_MIN_CHAR_WORDS` character words).
         lines: ``text.split("\\n")`` (``list[str]``; empty lines included).
         words: :func:`split_words` result (``list[str]``; avoid on vectorized stats, where
             nothing else needs it).
@@ -259,6 +268,10 @@ class TextStats:
     @_lazy
     def lines(self) -> list[str]:
         return self.text.split("\n")
+
+    @_lazy
+    def numpy_ngrams(self) -> bool:
+        return self.vectorized or (self.char_words and len(self.words) >= NUMPY_MIN_CHAR_WORDS)
 
     @_lazy
     def words(self) -> list[str]:
@@ -416,7 +429,7 @@ def top_word_char_count(stats: TextStats) -> int:
     its k-th word at a distinct position, so ``count(g) × len(g) <= n × top_word_char_count``.
     Lets :class:`GopherRepetitionFilter` skip the n-gram counting for most documents.
     """
-    if not stats.vectorized:
+    if not stats.numpy_ngrams:
         return max((k * len(w) for w, k in Counter(stats.words).items()), default=0)
     if stats.n_words == 0:
         return 0
@@ -434,7 +447,7 @@ def top_ngram_char_count(stats: TextStats, n: int) -> int:
     when no n-gram occurs twice (datatrove would count a unique n-gram, which drops every
     document of a few words).
     """
-    if not stats.vectorized:
+    if not stats.numpy_ngrams:
         words = stats.words
         counts = Counter(zip(*(words[k:] for k in range(n))))
         top = max(counts.values(), default=0)
@@ -462,7 +475,7 @@ def duplicate_ngram_char_count(stats: TextStats, n: int) -> int:
     union by skipping ``n`` words after each repeat). Linear in the number of words apart
     from one sort of the n-gram hashes on the vectorized path.
     """
-    if not stats.vectorized:
+    if not stats.numpy_ngrams:
         words = stats.words
         grams = list(zip(*(words[k:] for k in range(n))))
         if len(set(grams)) == len(grams):  # no n-gram occurs twice (the common case)

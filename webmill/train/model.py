@@ -237,7 +237,7 @@ class GPT(nn.Module):
 
     ``forward(idx, targets=None)`` takes int64 token ids ``idx`` of shape (B, T), T ≤ block_size,
     and returns ``(logits, loss)``: float logits of shape (B, T, V) over the real vocabulary
-    (padding rows of the embedding are never predicted) and, when ``targets`` (B, T) int64 is
+    (a view; padding rows of the embedding are never predicted) and, when ``targets`` (B, T) int64 is
     given, the mean cross-entropy in nats (a 0-dim float32 tensor), else ``None``. Targets equal
     to -1 are ignored.
     """
@@ -306,13 +306,16 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, cos, sin)
         x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, V): drop padding ids
+        logits = self.lm_head(x)  # (B, T, Vp)
+        V = self.config.vocab_size
+        if logits.size(-1) > V:
+            # Padding ids are never predicted: -inf logits take no probability mass, so the loss
+            # is the loss over the real vocabulary (as llm.c), and the tensor stays contiguous.
+            logits[..., V:] = float("-inf")
         loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+        if targets is not None:  # autocast runs cross_entropy in fp32
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits[..., :V], loss
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward), for MFU.

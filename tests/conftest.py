@@ -1,0 +1,29 @@
+"""Shared test fixtures: paths of the real WARC data and of the bundled sample."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_WARC = ROOT.parent / "shared" / "data" / "warc"
+EXAMPLES_WARC = ROOT / "examples" / "warc"
+
+# Tests must not depend on the user's cache; keep derived caches (blocklist hashes) per run.
+os.environ.setdefault("WEBMILL_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "webmill-test-cache"))
+
+
+@pytest.fixture(scope="session")
+def shared_warc() -> Path:
+    """``../shared/data/warc`` (skips the test when that folder is absent)."""
+    if not SHARED_WARC.is_dir():
+        pytest.skip(f"{SHARED_WARC} not present")
+    return SHARED_WARC
+
+
+@pytest.fixture(scope="session")
+def examples_warc() -> Path:
+    """The sample WARCs bundled in ``examples/warc`` (always present)."""
+    return EXAMPLES_WARC
