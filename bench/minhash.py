@@ -14,25 +14,21 @@ reaches a word count drawn from the real documents' word counts.
 
 from __future__ import annotations
 
+import argparse
+import random
+import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# bench/ holds scripts named like stdlib modules (tokenize.py): keep it off the import path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import datasketch  # noqa: E402
-import numpy as np  # noqa: E402
+import datasketch
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from jaccard_gen import WARC_DIR, _records, jaccard_pair, write_documents  # noqa: E402
+from jaccard_gen import WARC_DIR, iter_records, jaccard_pair, write_documents  # noqa: E402
 
 from webmill.curate import minhash as mh  # noqa: E402
 
@@ -44,7 +40,7 @@ def real_documents() -> list[str]:
     docs = []
     for path in sorted(WARC_DIR.glob("*.warc*")) + sorted(WARC_DIR.glob("*.arc*")):
         try:
-            for rec, content, _ in _records(path, "response"):
+            for rec, content, _ in iter_records(path, "response"):
                 if rec.http_headers is None or "html" not in (rec.http_headers.get_header("Content-Type") or ""):
                     continue
                 text = extract_plain_text(bytes_to_str(content, detect_encoding(content)), main_content=True)

@@ -25,12 +25,19 @@ Negatives (``__label__cc``) — real boilerplate and low-quality web text:
   ``webmill.filters``), text as extracted by the pipeline;
 * the navigation text of every English shared HTML page: its link texts (``<a>``) one per line,
   i.e. menus, footers, tag clouds;
+* the boilerplate of every English shared HTML page: the lines of its full-page text
+  (resiliparse ``extract_plain_text(main_content=False)``) that the main-text extractor left
+  out — cookie banners, sidebars, share buttons, copyright lines;
 * the link lists of the Python documentation's index pages (``genindex-*.html``,
   ``py-modindex.html``, ``contents.html``): navigation written by the same authors as the
   positives, so the model learns the difference in form, not in topic.
 
 Language: documents whose lid.176 label is not English with probability >= 0.65 (FineWeb's
-threshold) are left out of both classes, as DCLM trains on English only.
+threshold) are left out of both classes, as DCLM trains on English only (navigation and
+boilerplate take the language of their page's text).
+
+Balance: DCLM trains on equal numbers of positives and negatives (paper section 4.4); the
+positives are subsampled (seeded) to at most ``--max-ratio`` (default 1.5) times the negatives.
 
 Held out: the files named by ``--holdout`` (default: the researcher-homepages crawl and the
 netarkivet.dk ARC) contribute nothing to training; the script reports how the trained model
@@ -82,6 +89,16 @@ def link_texts(html: str) -> str:
     return "\n".join(texts) if len(texts) >= 5 else ""
 
 
+def boilerplate_lines(html: str, main_text: str) -> str:
+    """Lines of the full-page text (resiliparse, ``main_content=False``) absent from ``main_text``."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    main = {" ".join(ln.split()) for ln in main_text.splitlines()}
+    full = extract_plain_text(html, main_content=False, alt_texts=False) or ""
+    lines = [" ".join(ln.split()) for ln in full.splitlines()]
+    return "\n".join(ln for ln in lines if ln and ln not in main)
+
+
 def read_archive(path: Path) -> list[dict]:
     """HTML responses and WET conversion records of one WARC/WET/ARC file.
 
@@ -130,7 +147,8 @@ def web_documents(warc_dir: Path, names: set[str] | None = None, exclude: tuple[
     """Extracted documents of the shared WARC/WET/ARC files (``names``: only those files).
 
     Returns dicts with ``file``, ``url``, ``text`` (the pipeline's extractor:
-    :func:`webmill.curate.extract.extract_text`) and ``nav`` (link texts; "" for WET records).
+    :func:`webmill.curate.extract.extract_text`), ``nav`` (link texts) and ``boilerplate``
+    (:func:`boilerplate_lines`); the last two are "" for WET records.
     """
     docs = []
     for path in sorted(p for p in warc_dir.rglob("*") if p.is_file() and p.suffix != ".md"):
@@ -138,7 +156,7 @@ def web_documents(warc_dir: Path, names: set[str] | None = None, exclude: tuple[
             continue
         for rec in read_archive(path):
             if rec["kind"] == "wet":
-                docs.append({"file": path.name, "url": rec["url"], "nav": "",
+                docs.append({"file": path.name, "url": rec["url"], "nav": "", "boilerplate": "",
                              "text": rec["payload"].decode("utf-8", "replace")})
             else:
                 html = decode_html(rec["payload"], rec["charset"])
@@ -147,7 +165,8 @@ def web_documents(warc_dir: Path, names: set[str] | None = None, exclude: tuple[
                 except Exception as e:  # lxml/trafilatura fail on a few real pages: no text then
                     print(f"{path.name} {rec['url']}: extraction failed ({type(e).__name__})", file=sys.stderr)
                     text = ""
-                docs.append({"file": path.name, "url": rec["url"], "text": text, "nav": link_texts(html)})
+                docs.append({"file": path.name, "url": rec["url"], "text": text, "nav": link_texts(html),
+                             "boilerplate": boilerplate_lines(html, text)})
     return docs
 
 
@@ -180,6 +199,7 @@ def main() -> None:
     ap.add_argument("--holdout", nargs="*", default=list(HOLDOUT), help="WARC file names kept out")
     ap.add_argument("--rebuild", action="store_true", help="re-extract even if the cache exists")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-ratio", type=float, default=1.5, help="max positives per negative")
     args = ap.parse_args()
 
     for need, pkg in ((args.python_docs, "python3.11-doc"), (args.debian_reference, "debian-reference-en")):
@@ -196,8 +216,14 @@ def main() -> None:
     if args.rebuild or not neg_path.exists():
         write_jsonl(neg_path, build_negatives(args, rng))
 
-    res = train_quality_model([pos_path], [neg_path], args.out, quantize=True, valid_frac=0.1,
-                              bucket=200_000, quantize_cutoff=100_000, seed=args.seed, threads=1)
+    n_neg = sum(1 for _ in open(neg_path, encoding="utf-8"))
+    positives = [line for line in open(pos_path, encoding="utf-8")]
+    keep = min(len(positives), int(args.max_ratio * n_neg))
+    sample_path = args.work_dir / "positives-sample.jsonl"
+    sample_path.write_text("".join(random.Random(args.seed).sample(positives, keep)), encoding="utf-8")
+    print(f"training on {keep} of {len(positives)} positives and {n_neg} negatives", file=sys.stderr)
+    res = train_quality_model([sample_path], [neg_path], args.out, quantize=True, valid_frac=0.1,
+                              bucket=200_000, quantize_cutoff=50_000, seed=args.seed, threads=1)
     print(json.dumps({k: res[k] for k in ("model_path", "model_bytes", "n_train", "n_valid", "valid")},
                      indent=2))
     evaluate_holdout(args, res["model_path"])
@@ -237,19 +263,25 @@ def build_negatives(args, rng: random.Random) -> list[str]:
     print("extracting the shared web documents ...", file=sys.stderr)
     chain = build_fineweb_chain()
     reasons: dict[str, int] = {}
-    n_nav = 0
+    n_nav = n_boiler = 0
     for d in web_documents(args.warc_dir, exclude=tuple(args.holdout)):
-        if d["nav"] and english(d["nav"]):
-            negatives.append(d["nav"])
+        if not english(d["text"] if len(d["text"].split()) >= 20 else d["text"] + "\n" + d["nav"]):
+            continue
+        if d["nav"]:
+            negatives.extend(chunk_lines(d["nav"], rng))
             n_nav += 1
-        if d["text"].strip() and english(d["text"]):
+        if len(d["boilerplate"].split()) >= 5:
+            negatives.extend(chunk_lines(d["boilerplate"], rng))
+            n_boiler += 1
+        if d["text"].strip():
             keep, reason = apply_filters(chain, Document(text=d["text"], url=d["url"] or ""))
             if not keep:
                 negatives.append(d["text"])
                 reasons[reason] = reasons.get(reason, 0) + 1
     negatives = list(dict.fromkeys(negatives))  # exact duplicates (same menus) once
-    print(f"negatives: {n_index} Python-docs index chunks, {n_nav} page navigations, heuristic "
-          f"drops {reasons}; {len(negatives)} after deduplication", file=sys.stderr)
+    print(f"negatives: {n_index} Python-docs index chunks, navigation of {n_nav} and boilerplate "
+          f"of {n_boiler} pages, heuristic drops {reasons}; {len(negatives)} after deduplication",
+          file=sys.stderr)
     return negatives
 
 

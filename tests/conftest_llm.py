@@ -41,14 +41,28 @@ def main_paragraphs(text: str, min_words: int = 12, max_words: int = 90) -> str:
     """The leading prose lines of a WET text (lines of ≥ ``min_words`` words) up to ``max_words``."""
     out, n = [], 0
     for line in text.split("\n"):
-        w = len(line.split())
-        if w < min_words:
+        words = line.split()
+        if len(words) < min_words:
             continue
-        if n and n + w > max_words:
+        if n + len(words) > max_words:
+            if not n:  # one long first paragraph: keep its first max_words words
+                out.append(" ".join(words[:max_words]))
             break
         out.append(line.strip())
-        n += w
+        n += len(words)
     return "\n".join(out)
+
+
+# Shared WET documents whose leading lines are real prose (medical page, two paper abstracts).
+PROSE_URLS = ("mayoclinic.org/diseases-conditions/asthma", "Bioactive-compounds-from-flesh",
+              "effect-gT-mispair-dynamics-DNA")
+
+
+def prose_documents(max_words: int = 60) -> list[dict]:
+    """The :data:`PROSE_URLS` documents, text cut to their first ``max_words`` words of prose."""
+    docs = [d for d in shared_documents() if any(u in d["url"] for u in PROSE_URLS)]
+    docs.sort(key=lambda d: [u in d["url"] for u in PROSE_URLS].index(True))
+    return [dict(d, text=main_paragraphs(d["text"], max_words=max_words)) for d in docs]
 
 
 def write_final(out: Path, docs: list[dict], buckets: list[int] | None = None, name: str = "part-0.parquet",

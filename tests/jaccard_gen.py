@@ -42,7 +42,7 @@ DOC_SCHEMA = pa.schema(
 )
 
 
-def _records(path: Path, rec_type: str):
+def iter_records(path: Path, rec_type: str):
     """Yield ``(record, content_bytes, offset)`` of the records of one type in a WARC/WET file.
 
     A file that is one gzip stream (warcio refuses those) is decompressed in memory first.
@@ -83,7 +83,7 @@ def load_wet_documents(name: str) -> list[dict]:
     """Documents of the ``conversion`` records of one shared WET file (document-schema dicts)."""
     path = WARC_DIR / name
     docs = []
-    for rec, content, off in _records(path, "conversion"):
+    for rec, content, off in iter_records(path, "conversion"):
         docs.append(_doc(path, rec, off, content.decode("utf-8", "replace")))
     return docs
 
@@ -97,7 +97,7 @@ def load_html_documents(name: str) -> list[dict]:
 
     path = WARC_DIR / name
     docs = []
-    for rec, content, off in _records(path, "response"):
+    for rec, content, off in iter_records(path, "response"):
         if rec.http_headers is None or "html" not in (rec.http_headers.get_header("Content-Type") or ""):
             continue
         text = trafilatura.extract(content)

@@ -80,6 +80,18 @@ def test_empty_input_is_a_user_error(tmp_path):
         run_dedup(tmp_path, DedupConfig())
 
 
+def test_input_without_text_column_is_a_user_error(tmp_path):
+    import pyarrow as pa
+
+    (tmp_path / "documents").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "body": ["x"]}), tmp_path / "documents" / "bad.parquet")
+    with pytest.raises(UserError, match="bad.parquet lacks column"):
+        run_dedup(tmp_path, DedupConfig())
+    (tmp_path / "documents" / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(UserError, match="cannot read .*bad.parquet"):
+        run_dedup(tmp_path, DedupConfig())
+
+
 # ---------------------------------------------------------------------------------------------- Ray
 
 
@@ -210,3 +222,19 @@ def test_edge_limit_and_cli(ray_local, doc_dir):
     res = CliRunner().invoke(app, [str(out), "--no-exact", "--threshold", "0.8", "--output-subdir", "cli"])
     assert res.exit_code == 0, res.output
     assert "documents in" in res.output and len(list((out / "cli").glob("*.parquet"))) == 3
+
+
+def test_documents_without_words_and_an_empty_file(ray_local, tmp_path):
+    base = {"id": "", "url": "", "domain": "", "crawl_date": None, "source_file": "s", "record_offset": 0,
+            "text": "", "language": "", "language_score": 0.0}
+    docs = [dict(base, id="a", text=""), dict(base, id="b", text=None), dict(base, id="c", text="... !!")]
+    write_documents(docs, tmp_path / "documents" / "a.parquet")
+    write_documents([], tmp_path / "documents" / "b.parquet")
+    # MinHash alone: no word, no shingle, no candidate
+    stats = run_dedup(tmp_path, DedupConfig(exact=False))
+    assert stats["documents_out"] == 3
+    # exact: the three normalize to "" and are one group; the smallest id is kept
+    stats = run_dedup(tmp_path, DedupConfig())
+    out = pq.read_table(tmp_path / "deduped" / "a.parquet").to_pydict()
+    assert out["id"] == ["a"] and out["dedup_cluster"] == [0] and stats["exact"]["documents_removed"] == 2
+    assert pq.read_table(tmp_path / "deduped" / "b.parquet").num_rows == 0

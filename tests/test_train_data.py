@@ -3,11 +3,17 @@
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import counting_docs, make_shards
+from test_train_helpers import counting_docs, make_shards, one_thread  # noqa: F401 (autouse fixture)
 
 from webmill.errors import UserError
 from webmill.tokenize.shards import check_shards
-from webmill.train.data import ShardLoader, epoch_permutation, list_units, load_val_batches, read_unit_tokens
+from webmill.train.data import (
+    ShardLoader,
+    epoch_permutation,
+    list_units,
+    load_val_batches,
+    read_unit_tokens,
+)
 
 VOCAB = 100_277  # uint32 shards; ids below the EOT (100,276) are all distinct here
 EOT = VOCAB - 1
@@ -105,7 +111,7 @@ def test_order_is_a_pure_function_of_seed_and_epoch(shards):
     ep1 = [first1] + ep1
     assert len(ep0) == len(ep1) == (96 * 51 - 1) // (B * T)  # one stream holds everything
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(ep0, ep1))
-    key = lambda batches: sorted(tuple(x.reshape(-1).tolist()) for x, _ in batches)  # noqa: E731
+    key = lambda batches: sorted(tuple(x.reshape(-1).tolist()) for x, _ in batches)
     assert key(ep0[:10]) != key(ep1[:10])
 
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from webmill.tokenize.shards import ShardWriter
 
@@ -65,3 +67,15 @@ def invoke(*args: str):
     from webmill.train.cli import app
 
     return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models train fastest on one thread on the shared test machine; restored afterwards.
+
+    Import it into a test module (``from test_train_helpers import one_thread``) to enable it.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

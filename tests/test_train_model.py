@@ -4,18 +4,10 @@ import math
 
 import pytest
 import torch
+from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
-from webmill.train.model import GPT, GPTConfig, PRESETS, make_config
+from webmill.train.model import GPT, PRESETS, GPTConfig, make_config
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and the test machine's cores are shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 SMALL = dict(n_layer=2, n_head=4, n_embd=64, block_size=32)

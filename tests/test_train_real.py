@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import WARC_DIR, invoke
+from test_train_helpers import WARC_DIR, invoke, one_thread  # noqa: F401 (autouse fixture)
 
 pytestmark = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"shared WARC data not found at {WARC_DIR}")
 
@@ -69,7 +69,6 @@ def test_loss_falls_on_real_shards_with_a_trained_vocab(texts, tmp_path):
     manifest = write_real_shards(tmp_path / "shards", enc, texts)
     assert manifest["dtype"] == "uint16" and manifest["splits"]["train"]["num_tokens"] > 300_000
     assert len([f for f in manifest["files"] if f["split"] == "train"]) >= 2
-    torch.set_num_threads(1)
     run = tmp_path / "run"
     r = invoke("pretrain", "--shards", str(tmp_path / "shards"), "--out", str(run), "--n-layer", "2",
                "--n-head", "4", "--n-embd", "64", "--block-size", "64", "--micro-batch", "8",
@@ -99,7 +98,6 @@ def test_cl100k_vocab_trains_on_real_shards(texts, tmp_path):
 
     manifest = write_real_shards(tmp_path / "shards", get_encoding("cl100k_base"), texts[:120])
     assert manifest["tokenizer"]["vocab_size"] == 100_277 and manifest["dtype"] == "uint32"
-    torch.set_num_threads(1)
     run = tmp_path / "run"
     r = invoke("pretrain", "--shards", str(tmp_path / "shards"), "--out", str(run), "--n-layer", "1",
                "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--micro-batch", "4",

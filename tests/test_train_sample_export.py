@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from test_train_helpers import invoke
+from test_train_helpers import invoke, one_thread  # noqa: F401 (autouse fixture)
 
 from webmill.errors import UserError
 from webmill.train.checkpoint import save_checkpoint
@@ -11,13 +11,6 @@ from webmill.train.sample import generate
 
 VOCAB = 1000  # padded to 1024 inside the model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(preset="gpt2-124m", seed=0, **kw):

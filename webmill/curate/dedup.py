@@ -7,9 +7,10 @@ Plan (see docs/dedup.md for the memory model and what to do at scale)::
                      normalize -> exact key (XXH3-64 of the normalized text, "band" -1) and
                      MinHash signature -> ``bands`` LSH band keys; emits rows
                      (part, band, key, doc) with part = key mod P
-      2. buckets     ``groupby("part").map_groups``: hash shuffle on the band key; each of the P
-                     partitions is scanned vectorized (sort by band, key, doc); every bucket
-                     with >= 2 documents emits star edges (smallest doc -> each other doc)
+      2. buckets     ``groupby("part").map_groups``: Ray Data shuffle on ``part`` (a hash of
+                     the band key; sort shuffle by default); each of the P groups is scanned
+                     vectorized (sort by band, key, doc); every bucket with >= 2 documents
+                     emits star edges (smallest doc -> each other doc)
       3. components  driver: scipy.sparse.csgraph.connected_components on the edges (refused
                      above ``max_edges_single_worker`` edges, with advice)
       4. keep        one Ray task per file holding component members reads ``id`` and
@@ -36,7 +37,7 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +51,6 @@ from webmill.errors import UserError
 KEEP_POLICIES = ("quality_then_id", "id")
 SHUFFLE_STRATEGIES = {"sort": "sort_shuffle_pull_based", "hash": "hash_shuffle"}  # Ray Data names
 EXACT_BAND = -1
-_ROW_SCHEMA = {"part": np.int32, "band": np.int16, "key": np.uint64, "doc": np.int64}
 BYTES_PER_BAND_ROW = 4 + 2 + 8 + 8  # part, band, key, doc in Arrow (no nulls)
 
 
@@ -74,7 +74,8 @@ class DedupConfig:
         chunk_shingles: shingles per numpy step (working buffer num_perm x chunk x 4 bytes).
         keep: ``"quality_then_id"`` (highest ``quality_score``, ties -> smallest ``id``) or ``"id"``.
         max_edges_single_worker: most candidate edges for connected components on the driver
-            (~80 bytes each at peak, so the default 50M needs ~4 GB); above it the job stops.
+            (~120 bytes each at peak, so the default 5e7 needs ~6 GB); above it the job stops
+            with advice (docs/dedup.md, "Above the single-worker limit").
         shuffle_rows_per_partition: band rows per bucket-scan group (22 bytes each).
         shuffle: Ray Data shuffle behind ``groupby``: ``"sort"`` (pull-based sort shuffle, the
             fastest here, see docs/dedup.md) or ``"hash"`` (hash shuffle with aggregator actors).
@@ -142,26 +143,23 @@ class DedupConfig:
 # stage 1: signatures -> band rows (runs in Ray tasks)
 
 
-def _iter_text_batches(path: str, batch_docs: int, max_batch_bytes: int):
-    """Yield ``(first_row, texts)`` of one Parquet file, ``batch_docs`` rows and <= ``max_batch_bytes``."""
-    pf = pq.ParquetFile(path)
+def _iter_text_batches(path: str, batch_docs: int, max_batch_bytes: int) -> Iterator[tuple[int, list]]:
+    """Yield ``(first_row, texts)`` of one Parquet file: at most ``batch_docs`` rows and, unless
+    one document alone is larger, at most ``max_batch_bytes`` bytes of UTF-8 text."""
     row = 0
-    for rb in pf.iter_batches(batch_size=batch_docs, columns=["text"]):
-        texts = rb.column(0).to_pylist()
+    for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_docs, columns=["text"]):
+        sizes = pc.binary_length(rb.column(0).cast(pa.large_binary())).fill_null(0).to_numpy()
         start = 0
-        while start < len(texts):
-            end, size = start, 0
-            while end < len(texts) and (end == start or size + len(texts[end] or "") <= max_batch_bytes):
-                size += len(texts[end] or "")
-                end += 1
-            yield row + start, texts[start:end]
+        while start < len(sizes):
+            end = start + max(1, int(np.searchsorted(np.cumsum(sizes[start:]), max_batch_bytes, side="right")))
+            yield row + start, rb.column(0).slice(start, end - start).to_pylist()
             start = end
-        row += len(texts)
+        row += len(sizes)
 
 
 def band_rows_for_file(
     path: str, row_offset: int, cfg: DedupConfig, num_partitions: int
-) -> "Any":
+) -> Iterator[dict[str, np.ndarray]]:
     """Yield the band rows of one document file, one dict of numpy arrays per batch.
 
     Each row is ``part`` (int32, ``key % num_partitions``), ``band`` (int16, -1 = exact key),
@@ -375,7 +373,7 @@ def _find_edges(ray, files, offsets, cfg: DedupConfig, num_partitions: int, task
     if n_edges > cfg.max_edges_single_worker:
         raise UserError(
             f"dedup: {n_edges:,} candidate edges exceed max_edges_single_worker={cfg.max_edges_single_worker:,}. "
-            "Give the driver more memory and raise --max-edges (about 80 bytes per edge), raise the "
+            "Give the driver more memory and raise --max-edges (about 120 bytes per edge), raise the "
             "similarity threshold (--threshold, or more --rows per band), or dedup each crawl "
             "separately; see docs/dedup.md 'Above the single-worker limit'"
         )
@@ -587,7 +585,7 @@ def dedup_cmd(
     batch_docs: int = typer.Option(1000, help="Documents read and hashed per step of a task (bounds task memory)."),
     max_batch_bytes: int = typer.Option(64 * 2**20, help="Largest text bytes per hashing step (bounds task memory)."),
     chunk_shingles: int = typer.Option(16384, help="Shingles per numpy step (working buffer num_perm x chunk x 4 bytes)."),
-    max_edges: int = typer.Option(50_000_000, "--max-edges", help="Most candidate edges for connected components on the driver (~80 bytes each); above it the job stops with advice."),
+    max_edges: int = typer.Option(50_000_000, "--max-edges", help="Most candidate edges for connected components on the driver (~120 bytes each); above it the job stops with advice."),
     shuffle_rows_per_partition: int = typer.Option(10_000_000, help="Band rows (22 bytes each) per bucket-scan group."),
     shuffle: str = typer.Option("sort", help="Ray Data shuffle: sort (pull-based sort shuffle, fastest here) or hash (hash shuffle with aggregator actors)."),
     task_memory_mb: int = typer.Option(0, help="Memory (MiB) reserved per Ray task; 0 = no reservation."),

@@ -1,8 +1,8 @@
 """PII scrubbing and quality scoring over ``OUT/deduped`` → ``OUT/final`` (``curate finalize``).
 
 Pass 1 runs per input file on a pool of Ray actors (the PII filter and the fastText quality
-model load once per actor): PII replacement/drops, ``pii_counts`` (JSON string column, type →
-hits) and ``quality_score`` (float32). Pass 2 is global and cheap: the quality keep rule that
+model load once per actor): PII replacement/drops, ``pii_counts`` (struct column of int32
+hits per type) and ``quality_score`` (float32). Pass 2 is global and cheap: the quality keep rule that
 needs the whole run (``top_fraction``) or the Nemotron-CC buckets (token-weighted percentiles
 of the score over all documents, Su et al. 2024, section 2.2) are computed in the driver from
 the scores, and each file gets its ``quality_bucket`` column / final filtering.
@@ -10,7 +10,6 @@ the scores, and each file gets its ``quality_bucket`` column / final filtering.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,7 +47,7 @@ class FileFinalizer:
         keep = np.ones(len(texts), dtype=bool)
         dropped: Counter = Counter()
         pii_totals: Counter = Counter()
-        pii_json = []
+        pii_rows: list[dict] = []
         secs: Counter = Counter()
         if self.pii is not None:
             t = time.perf_counter()
@@ -58,14 +57,17 @@ class FileFinalizer:
                 texts[i] = doc.text
                 counts = doc.metadata.get("pii_counts", {})
                 pii_totals.update(counts)
-                pii_json.append(json.dumps(counts, sort_keys=True))
+                pii_rows.append(counts)
                 if not ok:
                     keep[i] = False
                     dropped[reason] += 1
             secs["pii"] += time.perf_counter() - t
             table = table.set_column(table.column_names.index("text"), "text",
                                      pa.array(texts, type=pa.large_string()))
-            table = _set(table, "pii_counts", pa.array(pii_json, type=pa.string()))
+            from webmill.filters.pii import PII_TYPES
+
+            struct = pa.struct([(t, pa.int32()) for t in PII_TYPES])
+            table = _set(table, "pii_counts", pa.array(pii_rows, type=struct))
         if self.scorer is not None:
             t = time.perf_counter()
             scores = self.scorer.score(texts) if texts else np.zeros(0, np.float32)

@@ -1,4 +1,4 @@
-"""Text normalization, word shingles, MinHash signatures and LSH band keys (pure numpy, no Ray).
+"""Text normalization, word shingles, MinHash signatures and LSH band keys (numpy + pyarrow, no Ray).
 
 The signatures are bit-for-bit those of ``datasketch.MinHash(num_perm, seed, hashfunc=H,
 scheme=...)`` fed the same shingles (as UTF-8 bytes) with ``update``/``update_batch``; they are
@@ -25,8 +25,10 @@ Choices and their sources
       shingle hash is ``fmix64(sum_i wh_i * P^(k-1-i) mod 2^64) & 0xffffffff`` with
       ``P = 0x9E3779B97F4A7C15`` (a polynomial rolling hash over the word hashes, finished with
       the MurmurHash3 64-bit finalizer). It is an ordinary function of the shingle bytes
-      (:func:`xxh3_words_hash32`), so datasketch can be given it as ``hashfunc``; it lets us
-      hash each word once instead of each 5-gram string, and combine in numpy.
+      (:func:`xxh3_words_hash32`), so datasketch can be given it as ``hashfunc``. Vectorized:
+      Arrow splits a batch into words and ``dictionary_encode`` finds the distinct ones, each
+      distinct word is hashed once, the rolling polynomial runs in numpy. Per-shingle Python
+      hashing was the bottleneck (bench/minhash.py: 8-12x datasketch with the same H).
     - ``"xxh3"``: ``xxh3_64_intdigest(shingle) & 0xffffffff`` (one Python call per shingle).
     - ``"sha1"``: datasketch's default ``sha1_hash32`` (first 4 bytes of SHA-1, little endian).
 """

@@ -622,7 +622,11 @@ class Rephraser:
         prompt = build_prompt(style, text, self.cfg.api)
         try:
             gen = self.backend.generate(prompt, seed=int(key[:8], 16))
-        except LLMRequestError as e:
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any request failure passes the document through, counted
+            if not isinstance(e, LLMRequestError):
+                e = LLMRequestError(f"{type(e).__name__}: {e}")
             with self._lock:
                 self._consecutive_failures += 1
                 if self.cfg.max_consecutive_failures and self._consecutive_failures >= self.cfg.max_consecutive_failures:

@@ -170,8 +170,14 @@ class URLFilter(BaseFilter):
         registered = ext.top_domain_under_public_suffix if ext is not None else ""
         if registered and self._domain_blocked(registered):
             return False, "url_domain"
-        if host and host != registered and self._domain_blocked(host):
-            return False, "url_subdomain"
+        # Longer parents of the host (a.b.example.com, b.example.com); for a host without a
+        # known public suffix, every parent of at least two labels.
+        labels = host.split(".")
+        for parent in (".".join(labels[i:]) for i in range(len(labels) - 1)):
+            if registered and not parent.endswith("." + registered):
+                continue
+            if self._domain_blocked(parent):
+                return False, "url_subdomain" if registered else "url_domain"
         key = _norm_entry(u)
         if key in self.extra_urls or _contains(self.url_hashes, _hash(key)):
             return False, "url_exact"

@@ -146,7 +146,7 @@ def sample_cmd(
     model.load_state_dict(state["model"])
     model.to(device).eval()
     tok_info = state.get("tokenizer") or {}
-    tok, warn = load_tokenizer(tokenizer or tok_info.get("name"), None if tokenizer else tok_info)
+    tok, warn = load_tokenizer(tokenizer or tok_info.get("name"), tok_info or None)
     if warn:
         typer.echo(f"note: {warn}", err=True)
     prompts: list[tuple[str, list[int]]] = []

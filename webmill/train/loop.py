@@ -23,7 +23,13 @@ import torch
 import torch.distributed as dist
 
 from webmill.errors import UserError
-from webmill.train.checkpoint import get_rng_state, latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from webmill.train.checkpoint import (
+    get_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from webmill.train.data import ShardLoader, load_val_batches
 from webmill.train.model import GPT, GPTConfig, make_config
 from webmill.train.sample import generate, load_tokenizer
@@ -169,8 +175,8 @@ def setup_distributed(device_flag: str) -> tuple[Dist, torch.device]:
         UserError: ``--device cuda`` without a GPU, or bad torchrun variables.
     """
     try:
-        d = Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                 int(os.environ.get("LOCAL_RANK", 0)))
+        d = Dist(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                 int(os.environ.get("LOCAL_RANK", "0")))
     except ValueError as e:
         raise UserError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({e}); launch with torchrun") from e
     want = device_flag
@@ -186,7 +192,7 @@ def setup_distributed(device_flag: str) -> tuple[Dist, torch.device]:
     if d.enabled and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         if device.type == "cpu":  # share the cores between the local processes
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world_size))
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", str(d.world_size)))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     return d, device
 
@@ -194,13 +200,26 @@ def setup_distributed(device_flag: str) -> tuple[Dist, torch.device]:
 class MetricsLogger:
     """Appends one JSON object per event to ``RUN/metrics.jsonl``; mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool):
+    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool, resume_step: int | None = None):
+        """Open ``RUN/metrics.jsonl``: truncated for a new run; on resume from step k, records
+        after k (written by the interrupted process after its last checkpoint) are dropped."""
         self.enabled = enabled
         self.tb = None
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.f = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        path = run_dir / "metrics.jsonl"
+        kept = []
+        if resume_step is not None and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash
+                if r.get("step", 0) < resume_step or (r.get("type") == "train" and r.get("step") == resume_step):
+                    kept.append(line + "\n")
+        self.f = open(path, "w", encoding="utf-8")
+        self.f.writelines(kept)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -302,6 +321,10 @@ def train(cfg: TrainConfig) -> dict:
     # ---- model ---------------------------------------------------------------------------
     if ckpt is not None:
         mcfg = GPTConfig.from_dict(ckpt["model_config"])
+        for k in ("n_layer", "n_head", "n_embd", "block_size", "mlp", "vocab_size"):
+            if getattr(cfg, k) is not None and getattr(cfg, k) != getattr(mcfg, k):
+                raise UserError(f"--resume: {ckpt['path']} has {k}={getattr(mcfg, k)!r} but --{k.replace('_', '-')} "
+                                f"is {getattr(cfg, k)!r}; drop the flag (the checkpoint's model is used)")
         if ckpt.get("tokenizer", {}).get("ranks_sha256") != tok["ranks_sha256"]:
             raise UserError(f"{ckpt['path']}: trained with tokenizer {ckpt.get('tokenizer', {}).get('name')!r} "
                             f"but {cfg.shards} uses {tok['name']!r} (different ranks); resume on the same shards")
@@ -355,16 +378,18 @@ def train(cfg: TrainConfig) -> dict:
         model = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None,
                     broadcast_buffers=False)
 
-    tokenizer, warn = load_tokenizer(cfg.tokenizer or tok["name"], None if cfg.tokenizer else tok)
+    tokenizer, warn = load_tokenizer(cfg.tokenizer or tok["name"], tok)
     if warn:
         say(f"note: {warn}")
     flops_per_token = raw_model.estimate_flops_per_token(T)
     peak = cfg.peak_flops if cfg.peak_flops is not None else peak_flops(device)
-    logger = MetricsLogger(run, cfg.tensorboard, d.master)
+    logger = MetricsLogger(run, cfg.tensorboard, d.master, resume_step=start if ckpt is not None else None)
     say(f"model {raw_model.num_params() / 1e6:.2f}M params ({mcfg.n_layer}L {mcfg.n_head}H {mcfg.n_embd}C, "
         f"T={T}, vocab {mcfg.vocab_size}) | {batch_tokens:,} tokens/step = {B}×{T}×{d.world_size} procs×"
         f"{accum} accum | {device} {'bf16' if use_bf16 else 'fp32'} | train "
         f"{manifest['splits']['train']['num_tokens']:,} tokens, val batches {len(val_batches)}")
+    if cfg.eval_every > 0 and not val_batches:
+        say(f"note: no val loss: the shards have no val split or fewer than --val-tokens ≥ {B * T} val tokens")
     if d.master:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": mcfg.to_dict(),
@@ -404,7 +429,7 @@ def train(cfg: TrainConfig) -> dict:
             # without a tokenizer, sample once from the EOT token (unconditional)
             prompts = cfg.sample_prompts if tokenizer.enc is not None else ["<|endoftext|>"]
             for prompt in prompts:
-                ids = tokenizer.encode(prompt) if tokenizer.enc is not None else [tok["eot_id"]]
+                ids = (tokenizer.encode(prompt) if tokenizer.enc is not None else []) or [tok["eot_id"]]
                 new = generate(raw_model, ids, cfg.sample_tokens, temperature=cfg.sample_temperature,
                                top_k=cfg.sample_top_k, seed=cfg.seed, eot_id=tok["eot_id"])
                 text = tokenizer.decode(new)

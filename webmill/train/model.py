@@ -17,7 +17,6 @@ Shapes: ``B`` batch, ``T`` sequence length (≤ ``block_size``), ``C`` = ``n_emb
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 import torch

@@ -1,0 +1,354 @@
+"""The dataset report (`curate stats`) and the training report (`train report`).
+
+The module fixture runs the real `curate run` CLI (embedded Ray, dedup, PII, quality, shards) in a
+subprocess over a few files of examples/warc/ plus a renamed copy of one of them, so the run has
+exact duplicates to remove. The slow tests do the same over all of examples/warc/ and train a
+real (tiny) model.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from webmill.curate.report import collect_stats, s_curve, write_report
+from webmill.errors import UserError
+from webmill.train.report import read_metrics, write_train_report
+
+ROOT = Path(__file__).resolve().parents[1]
+CURATE = [sys.executable, "-c", "from webmill.curate.cli import main; main()"]
+QUALITY_MODEL = ROOT / "webmill" / "assets" / "quality" / "webmill_quality_v1.ftz"
+TEST_TOML = f"[extract]\ntimeout_s = 30.0\n[ray]\nnum_workers = 2\n[quality]\nmodel_path = {str(QUALITY_MODEL)!r}\n"
+SUBSET = ["cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz", "cc_CC-MAIN-2025-33_cdx-toolkit-3records.warc.gz"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def curate(*args: str, check: bool = True, timeout: int = 900, ray_tmp: str | None = None):
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    if ray_tmp:
+        env["RAY_TMPDIR"] = ray_tmp
+    p = subprocess.run(CURATE + list(args), capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"curate {' '.join(args)} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
+    return p
+
+
+def _run_pipeline(base: Path, inputs: Path) -> Path:
+    cfg = base / "test.toml"
+    cfg.write_text(TEST_TOML)
+    out = base / "out"
+    ray_tmp = tempfile.mkdtemp(prefix="ray-rep-", dir="/tmp")  # short path: Ray's sockets live there
+    try:
+        curate("run", str(inputs), "-o", str(out), "-c", str(cfg), "--quality", ray_tmp=ray_tmp)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_out(tmp_path_factory, examples_warc) -> Path:
+    base = tmp_path_factory.mktemp("report")
+    inputs = base / "warc"
+    inputs.mkdir()
+    for name in SUBSET:
+        shutil.copy(examples_warc / name, inputs / name)
+    shutil.copy(examples_warc / SUBSET[0], inputs / "copy_wet-25docs.warc.wet.gz")
+    return _run_pipeline(base, inputs)
+
+
+def _per_file(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "stats").glob("*.json"))
+            if p.name not in ("dedup.json", "final.json", "rephrase.json")]
+
+
+def _img_srcs(page: str) -> list[str]:
+    return re.findall(r'<img [^>]*src="([^"]+)"', page)
+
+
+def _decode_png(src: str) -> Image.Image:
+    assert src.startswith("data:image/png;base64,"), src[:60]
+    im = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
+    im.load()
+    return im
+
+
+def chromium_check(page: Path, tmp: Path, height: int = 4000) -> tuple[str, np.ndarray]:
+    """Load ``page`` in headless Chromium: (data-images-ok attribute after load, screenshot RGB)."""
+    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--window-size=1280,{height}"]
+    shot = tmp / "shot.png"
+    p = subprocess.run(common + [f"--user-data-dir={tempfile.mkdtemp(dir=tmp)}", f"--screenshot={shot}",
+                                 page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.exists(), f"chromium wrote no screenshot: {p.stderr[-2000:]}"
+    dom = subprocess.run(common + [f"--user-data-dir={tempfile.mkdtemp(dir=tmp)}", "--dump-dom",
+                                   page.resolve().as_uri()], capture_output=True, text=True, timeout=120).stdout
+    m = re.search(r'data-images-ok="(\d+)/(\d+)"', dom)
+    assert m, f"the page's load script did not run; DOM starts {dom[:300]!r}"
+    return m.group(0), np.asarray(Image.open(shot).convert("RGB"))
+
+
+# ---- dataset report -------------------------------------------------------------------------------
+
+def test_curate_run_writes_report(run_out):
+    rep = run_out / "report"
+    assert (rep / "report.html").is_file() and (rep / "stats.json").is_file()
+    stats = json.loads((rep / "stats.json").read_text())
+    assert stats["format"] == "webmill-report-stats" and stats["version"] == 1
+    for name in stats["plots"]:
+        assert Image.open(rep / name).size[0] > 100
+    # a full run (dedup, PII, quality, shards) has every section but rephrasing
+    for key in ("funnel", "files", "languages", "domains", "lengths", "dedup", "pii", "quality", "tokens",
+                "throughput"):
+        assert stats.get(key), key
+    assert set(stats["skipped"]) <= {"rephrase"}
+
+
+def test_stats_json_agrees_with_per_file_stats(run_out):
+    stats = json.loads((run_out / "report" / "stats.json").read_text())
+    per_file = _per_file(run_out)
+    assert len(per_file) == len(SUBSET) + 1 == stats["totals"]["files"]
+    t = stats["totals"]
+    dropped = Counter()
+    for s in per_file:
+        assert s["records"] == s["kept"] + sum(s["dropped"].values()) + s["errors"]
+        dropped.update(s["dropped"])
+    assert t["records"] == sum(s["records"] for s in per_file)
+    assert t["kept"] == sum(s["kept"] for s in per_file)
+    assert t["errors"] == sum(s["errors"] for s in per_file)
+    assert t["dropped"] == dict(dropped) and t["dropped_total"] == sum(dropped.values())
+    assert t["records"] == t["kept"] + t["dropped_total"] + t["errors"]
+    assert t["characters_kept"] == sum(s["chars"].get("kept", 0) for s in per_file)
+    assert {f["stem"]: (f["records"], f["kept"]) for f in stats["files"]} == \
+        {s["stem"]: (s["records"], s["kept"]) for s in per_file}
+
+    fun = {r["stage"]: r for r in stats["funnel"]}
+    assert fun["records"]["documents_out"] == t["records"]
+    for r in stats["funnel"]:  # every document that leaves a stage has a reason
+        assert r["documents_in"] - r["documents_out"] == sum(r["dropped"].values()) + r.get("unexplained", 0)
+    assert sum(sum(r["dropped"].values()) + r.get("unexplained", 0) for r in stats["funnel"]
+               if r["stage"] not in ("dedup", "pii_quality", "shards")) == t["dropped_total"] + t["errors"]
+    for stage in ("html_or_wet", "url_filter", "extract", "language", "fineweb"):
+        assert fun[stage]["documents_out"] == sum(s["stages"].get(stage, 0) for s in per_file)
+
+    # the document table holds exactly the kept documents and characters
+    docs = [pq.read_table(p) for p in sorted((run_out / "documents").glob("*.parquet"))]
+    assert fun["documents"]["documents_out"] == t["kept"] == sum(d.num_rows for d in docs)
+    assert fun["documents"]["characters_out"] == t["characters_kept"] == \
+        sum(pc.sum(pc.utf8_length(d.column("text"))).as_py() or 0 for d in docs)
+
+    # the renamed copy's documents are all exact duplicates of the original's
+    copy = next(s for s in per_file if s["stem"].startswith("copy_"))
+    assert copy["kept"] > 0
+    d = stats["dedup"]
+    assert d["exact_removed"] == copy["kept"] == fun["dedup"]["dropped"]["exact_duplicate"]
+    assert d["documents_in"] == t["kept"] and d["documents_out"] == t["kept"] - copy["kept"]
+    assert d["removed_fraction"] == pytest.approx(copy["kept"] / t["kept"], abs=1e-6)
+
+    # shards: tokens per split and the token-length histogram add up to the manifest
+    man = json.loads((run_out / "shards" / "manifest.json").read_text())
+    total = sum(v["num_tokens"] for v in man["splits"].values())
+    assert stats["tokens"]["total"] == total == fun["shards"]["tokens_out"]
+    assert stats["lengths"]["tokens"]["sum"] == total
+    assert sum(stats["lengths"]["tokens"]["histogram"]["counts"]) == stats["lengths"]["tokens"]["count"]
+    # tokens of the final table = shard tokens minus one EOT per document (no mixing in this run)
+    n_docs = sum(v["num_documents"] for v in man["splits"].values())
+    assert fun["pii_quality"]["tokens_out"] == total - n_docs
+    final_rows = sum(pq.read_metadata(p).num_rows for p in (run_out / "final").glob("*.parquet"))
+    assert sum(stats["languages"].values()) == final_rows == stats["lengths"]["characters"]["count"]
+    assert stats["domains"]["documents"] <= final_rows
+    fin = json.loads((run_out / "stats" / "final.json").read_text())
+    assert stats["pii"] == {k: v for k, v in fin["pii_counts"].items()}
+    assert sum(stats["quality"]["bucket_sizes"]) == fin["quality"]["documents_in"]
+
+
+def test_s_curve_matches_dedup_stats(run_out):
+    d = json.loads((run_out / "stats" / "dedup.json").read_text())["minhash"]
+    for j, p in d["s_curve"].items():
+        assert s_curve(np.array([float(j)]), d["bands"], d["rows"])[0] == pytest.approx(p, abs=1e-6)
+    assert s_curve(np.array([0.8]), 14, 8)[0] == pytest.approx(0.9235, abs=1e-3)  # FineWeb's setting
+
+
+def test_html_is_self_contained_and_images_decode(run_out):
+    page = (run_out / "report" / "report.html").read_text()
+    stats = json.loads((run_out / "report" / "stats.json").read_text())
+    srcs = _img_srcs(page)
+    assert len(srcs) == len(stats["plots"]) >= 9
+    for src in srcs:
+        im = _decode_png(src)
+        assert im.size[0] > 100 and im.size[1] > 50
+        assert np.asarray(im.convert("L")).std() > 5  # a plot, not an empty canvas
+    assert not re.search(r'(src|href)="(https?:|//)', page)  # opens offline
+    for word in ("Funnel", "Input files", "Languages", "Registered domains", "Document length", "Quality",
+                 "Deduplication", "PII", "Token shards", "Throughput"):
+        assert word in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(run_out, tmp_path):
+    page = run_out / "report" / "report.html"
+    n = len(_img_srcs(page.read_text()))
+    images_ok, rgb = chromium_check(page, tmp_path)
+    assert images_ok == f'data-images-ok="{n}/{n}"'
+    gray = rgb.mean(axis=2)
+    assert gray.std() > 20  # not a blank page
+    assert (gray < 200).mean() > 0.02  # text, tables and bars are drawn
+
+
+def test_sections_skipped_when_global_steps_absent(run_out, tmp_path):
+    # what a `curate run --no-dedup --no-pii --no-tokenize` leaves: per-file stats and documents only
+    out = tmp_path / "out"
+    shutil.copytree(run_out, out, ignore=shutil.ignore_patterns("deduped", "final", "shards", "report",
+                                                                 "dedup.json", "final.json"))
+    page = write_report(out)
+    stats = json.loads((out / "report" / "stats.json").read_text())
+    full = json.loads((run_out / "report" / "stats.json").read_text())
+    assert stats["totals"] == full["totals"]
+    for key in ("dedup", "pii", "quality", "tokens"):
+        assert key not in stats and key in stats["skipped"]
+    assert "tokens" not in stats["lengths"] and stats["documents_table"] == "documents"
+    assert [r["stage"] for r in stats["funnel"]][-1] == "documents"
+    html = page.read_text()
+    assert "Skipped: no OUT/stats/dedup.json" in html
+    assert len(_img_srcs(html)) == len(stats["plots"]) and not (out / "report" / "dedup.png").exists()
+
+
+def test_failed_inputs_are_listed(run_out, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(run_out, out, ignore=shutil.ignore_patterns("report"))
+    with open(out / "failed.jsonl", "w") as f:
+        f.write(json.dumps({"input": "s3://bucket/broken.warc.gz", "reason": "OSError: <truncated gzip>"}) + "\n")
+    stats = collect_stats(out)
+    assert stats["failed"] == [{"input": "s3://bucket/broken.warc.gz", "reason": "OSError: <truncated gzip>"}]
+    html = write_report(out).read_text()
+    assert "s3://bucket/broken.warc.gz" in html and "&lt;truncated gzip&gt;" in html
+
+
+def test_bad_inputs_raise_user_errors(run_out, tmp_path):
+    with pytest.raises(UserError, match="no stats/ directory"):
+        write_report(tmp_path)
+    (tmp_path / "stats").mkdir()
+    with pytest.raises(UserError, match="holds no per-file stats"):
+        write_report(tmp_path)
+    out = tmp_path / "out"
+    shutil.copytree(run_out, out, ignore=shutil.ignore_patterns("report", "deduped", "final", "shards"))
+    bad = next(p for p in (out / "stats").glob("*.json") if p.name != "dedup.json")
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match=re.escape(bad.name)):
+        write_report(out)
+    p = curate("stats", str(tmp_path / "missing"), check=False, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1].startswith("error: ") and "missing" in p.stderr
+
+
+# ---- training report ------------------------------------------------------------------------------
+
+def _write_metrics(run: Path, steps: int = 40) -> None:
+    from webmill.train.loop import MetricsLogger
+
+    log = MetricsLogger(run, tensorboard=False, enabled=True)
+    for step in range(steps + 1):
+        if step % 10 == 0:
+            log.log({"type": "val", "step": step, "val_loss": 8.0 - 0.1 * step, "val_tokens": 512})
+            log.log({"type": "sample", "step": step, "prompt": "Hello", "text": f"<b>{step}</b>"})
+        if step < steps:
+            log.log({"type": "train", "step": step + 1, "loss": 9.0 - 0.1 * step, "lr": 1e-3 * min(1, (step + 1) / 5),
+                     "grad_norm": 1.0, "ms": 50.0, "tokens_per_s": 1000.0 + step, "mfu": 0.0,
+                     "tokens": (step + 1) * 64})
+    log.close()
+
+
+def test_train_report_curves_and_summary(tmp_path):
+    run = tmp_path / "run"
+    _write_metrics(run)
+    page = write_train_report(run)
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    assert summary["train_steps"] == 40 and summary["last_step"] == 40
+    assert summary["last_loss"] == pytest.approx(9.0 - 3.9)
+    assert summary["best_val_loss"] == pytest.approx(4.0) and summary["best_val_step"] == 40
+    assert summary["median_tokens_per_s"] == pytest.approx(np.median(1000.0 + np.arange(1, 40)))
+    assert summary["tokens_seen"] == 40 * 64
+    html = page.read_text()
+    srcs = _img_srcs(html)
+    assert len(srcs) == 4 and all(_decode_png(s).size[0] > 100 for s in srcs)
+    assert {p.name for p in (run / "report").glob("*.png")} == {"loss.png", "lr.png", "throughput.png",
+                                                                  "grad_norm.png"}
+    assert "&lt;b&gt;40&lt;/b&gt;" in html  # samples are escaped
+
+
+def test_train_metrics_resume_and_bad_lines(tmp_path):
+    run = tmp_path / "run"
+    _write_metrics(run, steps=5)
+    with open(run / "metrics.jsonl", "a") as f:  # a resumed run re-logs step 5, then dies mid-line
+        f.write(json.dumps({"type": "train", "step": 5, "loss": 1.5, "lr": 1e-3, "tokens_per_s": 7.0}) + "\n")
+        f.write('{"type": "train", "st')
+    m = read_metrics(run)
+    assert [r["step"] for r in m["train"]] == [1, 2, 3, 4, 5] and m["train"][-1]["loss"] == 1.5
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines.insert(2, "garbage")
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"metrics.jsonl line 3"):
+        write_train_report(run)
+    with pytest.raises(UserError, match="metrics.jsonl not found"):
+        write_train_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.jsonl").write_text("")
+    with pytest.raises(UserError, match="no train or val records"):
+        write_train_report(tmp_path / "empty")
+
+
+# ---- slow: all of examples/warc, and a real training run -----------------------------------------
+
+@pytest.fixture(scope="module")
+def full_run_out(tmp_path_factory, examples_warc) -> Path:
+    return _run_pipeline(tmp_path_factory.mktemp("report-full"), examples_warc)
+
+
+@pytest.mark.slow
+def test_full_examples_report(full_run_out, examples_warc, tmp_path):
+    stats = json.loads((full_run_out / "report" / "stats.json").read_text())
+    per_file = _per_file(full_run_out)
+    n_inputs = len([p for p in examples_warc.iterdir() if p.name.endswith((".gz", ".warc", ".arc"))])
+    assert stats["totals"]["files"] == len(per_file) == n_inputs
+    assert stats["totals"]["records"] == sum(s["records"] for s in per_file)
+    assert stats["totals"]["kept"] == sum(s["kept"] for s in per_file)
+    assert stats["totals"]["records"] == (stats["totals"]["kept"] + stats["totals"]["dropped_total"]
+                                          + stats["totals"]["errors"])
+    page = full_run_out / "report" / "report.html"
+    if CHROMIUM is not None:
+        n = len(_img_srcs(page.read_text()))
+        images_ok, rgb = chromium_check(page, tmp_path)
+        assert images_ok == f'data-images-ok="{n}/{n}"' and rgb.mean(axis=2).std() > 20
+
+
+@pytest.mark.slow
+def test_train_report_of_a_real_run(run_out, tmp_path):
+    from webmill.train.loop import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(shards=str(run_out / "shards"), out=str(run), n_layer=1, n_head=2, n_embd=32,
+                      block_size=32, micro_batch=2, max_steps=6, warmup_steps=2, eval_every=3, val_tokens=128,
+                      sample_every=3, sample_tokens=4, ckpt_every=0, quiet=True, device="cpu"))
+    page = write_train_report(run)
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    assert summary["train_steps"] == 6 and summary["last_val_loss"] is not None
+    assert len(_img_srcs(page.read_text())) == 4
+    if CHROMIUM is not None:
+        images_ok, _ = chromium_check(page, tmp_path, height=2000)
+        assert images_ok == 'data-images-ok="4/4"'
