@@ -103,7 +103,7 @@ def _check_class_section(path: tuple[str, ...], table: dict) -> None:
         if key == "enabled":
             continue
         if key not in params:
-            known = ", ".join(k for k in params if k not in ("self", "args", "kwargs"))
+            known = ", ".join(k for k, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
             raise UserError(f"unknown config key [{where}] {key!r}; known keys: enabled, {known}")
         default = params[key].default
         if value is False and isinstance(default, (int, float)) and not isinstance(default, bool):

@@ -578,11 +578,19 @@ def _rephrase_counts(out: Path, final_files: list[Path]) -> dict | None:
 # ---------------------------------------------------------------------------------------------
 
 def _figure(width: float = 9.0, height: float = 3.6, ncols: int = 1):
+    """A bare Agg-rendered Figure with fixed margins in inches (cheaper than constrained layout)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100)
     axes = fig.subplots(1, ncols) if ncols > 1 else fig.subplots()
+    _margins(fig, left_in=0.75)
     return fig, axes
+
+
+def _margins(fig, left_in: float, right_in: float = 0.25, bottom_in: float = 0.55, top_in: float = 0.35) -> None:
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=min(left_in / w, 0.6), right=1 - right_in / w, bottom=min(bottom_in / h, 0.4),
+                        top=max(1 - top_in / h, 0.6), wspace=0.3)
 
 
 def _png(fig) -> bytes:
@@ -593,6 +601,7 @@ def _png(fig) -> bytes:
 
 def _barh(ax, labels: list[str], values: list[float], title: str, xlabel: str, log: bool = False) -> None:
     y = np.arange(len(labels))
+    _margins(ax.figure, left_in=0.3 + 0.068 * max((len(x) for x in labels), default=4))
     ax.barh(y, values, color="#4477aa")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
@@ -662,6 +671,7 @@ def make_plots(stats: dict) -> dict[str, bytes]:
         ls = stats["lengths"]
         keys = [k for k in ("characters", "words", "tokens") if k in ls]
         fig, axes = _figure(4.2 * len(keys), 3.2, ncols=len(keys))
+        fig.subplots_adjust(wspace=0.4)
         axes = np.atleast_1d(axes)
         for ax, k in zip(axes, keys):
             _hist_ax(ax, ls[k], f"document length: {k}", f"{k} per document (log)")

@@ -1,0 +1,63 @@
+"""Configuration: FineWeb defaults, examples/fineweb.toml, validation errors."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from webmill.config import CLASS_SECTIONS, DEFAULTS, class_for, config_hash, load_config
+from webmill.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _section(cfg: dict, path: tuple[str, ...]) -> dict:
+    for key in path:
+        cfg = cfg[key]
+    return cfg
+
+
+def test_fineweb_toml_lists_the_defaults():
+    cfg = load_config(ROOT / "examples" / "fineweb.toml")
+    for path in CLASS_SECTIONS:
+        params = inspect.signature(class_for(path)).parameters
+        table = _section(cfg, path)
+        assert len(table) > 1, path  # every rule lists its keys
+        for key, value in table.items():
+            if key == "enabled":
+                assert value is True
+                continue
+            default = params[key].default
+            norm = (lambda v: [list(x) if isinstance(x, tuple) else x for x in v]
+                    if isinstance(v, (list, tuple)) else v)
+            assert norm(value) == norm(default), f"{path} {key}: toml {value!r} != default {default!r}"
+    for section in ("extract", "quality", "tokenize", "ray", "output"):
+        assert cfg[section] == DEFAULTS[section], section
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"nope": {}}, "unknown config key 'nope'"),
+    ({"extract": {"timeout_s": "1"}}, "extract.timeout_s must be float"),
+    ({"filters": {"c4": {"enabled": "yes"}}}, "[filters.c4] enabled must be true or false"),
+    ({"filters": {"gopher_quality": {"min_doc_words": 1.5}}}, "[filters.gopher_quality] min_doc_words must be int"),
+    ({"dedup": {"bands": "x"}}, "[dedup] bands must be int"),
+    ({"pii": {"emails": "replace"}}, "unknown config key [pii] 'emails'"),
+])
+def test_validation_names_the_key(overrides, needle):
+    with pytest.raises(UserError) as e:
+        load_config(overrides=overrides)
+    assert needle in str(e.value)
+
+
+def test_false_turns_a_threshold_off_and_hash_changes():
+    a = load_config()
+    b = load_config(overrides={"filters": {"fineweb": {"short_line_thr": False}}})
+    assert config_hash(a) != config_hash(b)
+    assert config_hash(a) == config_hash(load_config())
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
