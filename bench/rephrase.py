@@ -133,8 +133,8 @@ def main() -> None:
                 rows = pq.read_table(out / "rephrased" / "bench.parquet").to_pylist()
             syn = {r["parent_id"]: r["text"] for r in rows if r["parent_id"]}
             total_tok += s["generated_tokens"]
-            total_s += s["seconds"]
-            print(f"\n== {style}: {s['segments']} segments, {s['generated_tokens']} tokens in {s['seconds']:.1f} s "
+            total_s += s["generation_seconds"]
+            print(f"\n== {style}: {s['segments']} segments, {s['generated_tokens']} tokens in {s['generation_seconds']:.1f} s "
                   f"= {s['tokens_per_s']:.1f} tok/s, {s['synthetic_documents']}/{len(docs)} documents written "
                   f"({s['synthetic_documents_per_min']:.2f}/min), rejected {s['rejected_segments']}, "
                   f"failed {s['rephrase_failed']}")

@@ -1,11 +1,12 @@
 """Training throughput of webmill.train's GPT: eager vs torch.compile, two shapes.
 
 Times full optimizer steps (forward, backward, AdamW) on random tokens, so data loading is
-excluded. For each shape it prints tokens/s eager, tokens/s compiled, and their ratio measured in
-the same run (the reference is the eager model), plus achieved FLOP/s from
+excluded. For each shape it builds the eager model (the reference) and a ``torch.compile``d twin,
+warms both up, then times their steps in alternation, so both see the same machine load, and
+prints tokens/s of each, the median per-pair ratio, achieved FLOP/s from
 ``GPT.estimate_flops_per_token`` and MFU when the device is in the peak-FLOPs table (0 on CPU).
 
-    python bench/train.py                      # both shapes, 3 timed steps each (CPU: minutes)
+    python bench/train.py                      # both shapes, 4 timed step pairs each (CPU: ~15 min)
     python bench/train.py --shapes small --steps 10
     python bench/train.py --device cuda        # bf16 autocast, fused AdamW
 
@@ -32,46 +33,59 @@ SHAPES = {
 }
 
 
-def bench_one(shape: str, compile: bool, steps: int, warmup: int, device: torch.device, vocab: int) -> dict:
-    """Median tokens/s over ``steps`` timed optimizer steps after ``warmup`` untimed ones."""
-    spec = SHAPES[shape]
-    torch.manual_seed(0)
-    model = GPT(make_config(spec["preset"], vocab, **spec["overrides"])).to(device)
-    opt = model.configure_optimizer(3e-4, 0.1, (0.9, 0.95), 1e-8, device.type)
-    step_model = torch.compile(model) if compile else model
-    B, T = spec["batch"], model.config.block_size
-    x = torch.randint(0, vocab, (B, T + 1), device=device)
-    amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
-           else contextlib.nullcontext())
-    times = []
-    first = None
-    for i in range(warmup + steps):
+class Runner:
+    """One model + AdamW for a shape, eager or compiled; :meth:`step` times one optimizer step."""
+
+    def __init__(self, shape: str, compile: bool, device: torch.device, vocab: int):
+        spec = SHAPES[shape]
+        torch.manual_seed(0)
+        self.model = GPT(make_config(spec["preset"], vocab, **spec["overrides"])).to(device)
+        self.opt = self.model.configure_optimizer(3e-4, 0.1, (0.9, 0.95), 1e-8, device.type)
+        self.fwd = torch.compile(self.model) if compile else self.model
+        self.B, self.T, self.device = spec["batch"], self.model.config.block_size, device
+        self.x = torch.randint(0, vocab, (self.B, self.T + 1), device=device)
+        self.amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                    else contextlib.nullcontext())
+
+    def step(self) -> float:
         t0 = time.perf_counter()
-        with amp:
-            _, loss = step_model(x[:, :-1], x[:, 1:])
+        with self.amp:
+            _, loss = self.fwd(self.x[:, :-1], self.x[:, 1:])
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         loss.item()
-        if device.type == "cuda":
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if i == 0:
-            first = dt
-        if i >= warmup:
-            times.append(dt)
-    dt = statistics.median(times)
-    tok_s = B * T / dt
-    flops = model.estimate_flops_per_token(T) * tok_s
+        return time.perf_counter() - t0
+
+
+def bench_shape(shape: str, steps: int, warmup: int, device: torch.device, vocab: int) -> dict:
+    """Eager and compiled runners, warmed up, then timed in alternation (same load for both)."""
+    eager, comp = Runner(shape, False, device, vocab), Runner(shape, True, device, vocab)
+    first = [comp.step() for _ in range(warmup)][0]  # compilation happens in the first step
+    for _ in range(warmup):
+        eager.step()
+    te, tc = [], []
+    for _ in range(steps):
+        te.append(eager.step())
+        tc.append(comp.step())
+    tokens = eager.B * eager.T
+    flops_per_token = eager.model.estimate_flops_per_token(eager.T)
     peak = peak_flops(device)
-    return {"tok_s": tok_s, "first_step_s": first, "flops": flops, "mfu": flops / peak if peak else 0.0,
-            "params": model.num_params()}
+    e_tok = tokens / statistics.median(te)
+    return {
+        "params": eager.model.num_params(), "batch": eager.B, "eager_tok_s": e_tok,
+        "compile_tok_s": tokens / statistics.median(tc), "first_step_s": first,
+        "ratio": statistics.median(a / b for a, b in zip(te, tc)),
+        "flops": flops_per_token * e_tok, "mfu": flops_per_token * e_tok / peak if peak else 0.0,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=["gpt2", "small"], choices=sorted(SHAPES))
-    ap.add_argument("--steps", type=int, default=3, help="timed optimizer steps per configuration")
+    ap.add_argument("--steps", type=int, default=4, help="timed step pairs (eager, compiled) per shape")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (compilation happens here)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -85,14 +99,11 @@ def main() -> None:
     print(f"torch {torch.__version__} | device {device} | threads {torch.get_num_threads()} | "
           f"{args.warmup} warmup + {args.steps} timed steps (median)")
     for shape in args.shapes:
-        eager = bench_one(shape, False, args.steps, args.warmup, device, args.vocab)
-        comp = bench_one(shape, True, args.steps, args.warmup, device, args.vocab)
-        spec = SHAPES[shape]
-        print(f"{shape:5s} ({eager['params'] / 1e6:.1f}M params, batch {spec['batch']}): "
-              f"eager {eager['tok_s']:,.0f} tok/s ({eager['flops'] / 1e9:.1f} GFLOP/s, MFU {100 * eager['mfu']:.1f}%) | "
-              f"compile {comp['tok_s']:,.0f} tok/s (first step {comp['first_step_s']:.1f} s) | "
-              f"compile/eager = {comp['tok_s'] / eager['tok_s']:.2f}x")
-
+        r = bench_shape(shape, args.steps, args.warmup, device, args.vocab)
+        print(f"{shape:5s} ({r['params'] / 1e6:.1f}M params, batch {r['batch']}): "
+              f"eager {r['eager_tok_s']:,.0f} tok/s ({r['flops'] / 1e9:.1f} GFLOP/s, MFU {100 * r['mfu']:.1f}%) | "
+              f"compile {r['compile_tok_s']:,.0f} tok/s (first step {r['first_step_s']:.0f} s) | "
+              f"compile/eager = {r['ratio']:.2f}x (median of {args.steps} alternating step pairs)")
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from webmill.curate.report import collect_stats, s_curve, write_report
+from webmill.curate.report import s_curve, write_report
 from webmill.errors import UserError
 from webmill.train.report import read_metrics, write_train_report
 
@@ -141,7 +141,8 @@ def test_stats_json_agrees_with_per_file_stats(run_out):
     fun = {r["stage"]: r for r in stats["funnel"]}
     assert fun["records"]["documents_out"] == t["records"]
     for r in stats["funnel"]:  # every document that leaves a stage has a reason
-        assert r["documents_in"] - r["documents_out"] == sum(r["dropped"].values()) + r.get("unexplained", 0)
+        assert (r["documents_in"] + r.get("added", 0) - r["documents_out"]
+                == sum(r["dropped"].values()) + r.get("unexplained", 0))
     assert sum(sum(r["dropped"].values()) + r.get("unexplained", 0) for r in stats["funnel"]
                if r["stage"] not in ("dedup", "pii_quality", "shards")) == t["dropped_total"] + t["errors"]
     for stage in ("html_or_wet", "url_filter", "extract", "language", "fineweb"):
@@ -229,15 +230,27 @@ def test_sections_skipped_when_global_steps_absent(run_out, tmp_path):
     assert len(_img_srcs(html)) == len(stats["plots"]) and not (out / "report" / "dedup.png").exists()
 
 
-def test_failed_inputs_are_listed(run_out, tmp_path):
+def test_failed_inputs_and_rephrase_sections(run_out, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(run_out, out, ignore=shutil.ignore_patterns("report"))
     with open(out / "failed.jsonl", "w") as f:
         f.write(json.dumps({"input": "s3://bucket/broken.warc.gz", "reason": "OSError: <truncated gzip>"}) + "\n")
-    stats = collect_stats(out)
+    n = json.loads((run_out / "stats" / "final.json").read_text())["documents_out"]
+    # keys as webmill.curate.rephrase.Rephraser.summary writes them
+    (out / "stats" / "rephrase.json").write_text(json.dumps({
+        "backend": "llama_cpp", "model": "gemma-3-270m", "documents_in": n, "documents_sampled": 3,
+        "documents_out": n + 2, "synthetic_documents": 2, "rephrase_failed": 1, "rephrase_rejected": 0,
+        "by_style": {"qa": {"requested": 2, "rephrased": 1, "rejected": 0, "failed": 1},
+                     "wikipedia": {"requested": 1, "rephrased": 1, "rejected": 0, "failed": 0}}}))
+    page = write_report(out).read_text()
+    stats = json.loads((out / "report" / "stats.json").read_text())
     assert stats["failed"] == [{"input": "s3://bucket/broken.warc.gz", "reason": "OSError: <truncated gzip>"}]
-    html = write_report(out).read_text()
-    assert "s3://bucket/broken.warc.gz" in html and "&lt;truncated gzip&gt;" in html
+    assert "s3://bucket/broken.warc.gz" in page and "&lt;truncated gzip&gt;" in page
+    assert stats["rephrase"]["by_style"]["qa"] == {"requested": 2, "rephrased": 1, "rejected": 0, "failed": 1}
+    row = next(r for r in stats["funnel"] if r["stage"] == "rephrase")
+    assert (row["documents_in"], row["documents_out"], row["added"]) == (n, n + 2, 2)
+    assert "unexplained" not in row and "rephrase.png" in stats["plots"]
+    assert "wikipedia" in page and "rephrase" not in stats["skipped"]
 
 
 def test_bad_inputs_raise_user_errors(run_out, tmp_path):
@@ -260,18 +273,17 @@ def test_bad_inputs_raise_user_errors(run_out, tmp_path):
 # ---- training report ------------------------------------------------------------------------------
 
 def _write_metrics(run: Path, steps: int = 40) -> None:
-    from webmill.train.loop import MetricsLogger
-
-    log = MetricsLogger(run, tensorboard=False, enabled=True)
-    for step in range(steps + 1):
-        if step % 10 == 0:
-            log.log({"type": "val", "step": step, "val_loss": 8.0 - 0.1 * step, "val_tokens": 512})
-            log.log({"type": "sample", "step": step, "prompt": "Hello", "text": f"<b>{step}</b>"})
-        if step < steps:
-            log.log({"type": "train", "step": step + 1, "loss": 9.0 - 0.1 * step, "lr": 1e-3 * min(1, (step + 1) / 5),
-                     "grad_norm": 1.0, "ms": 50.0, "tokens_per_s": 1000.0 + step, "mfu": 0.0,
-                     "tokens": (step + 1) * 64})
-    log.close()
+    """metrics.jsonl records with the keys webmill.train.loop writes (train / val / sample)."""
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "metrics.jsonl", "w") as f:
+        for step in range(steps + 1):
+            if step % 10 == 0:
+                f.write(json.dumps({"type": "val", "step": step, "val_loss": 8.0 - 0.1 * step, "val_tokens": 512}) + "\n")
+                f.write(json.dumps({"type": "sample", "step": step, "prompt": "Hello", "text": f"<b>{step}</b>"}) + "\n")
+            if step < steps:
+                f.write(json.dumps({"type": "train", "step": step + 1, "loss": 9.0 - 0.1 * step,
+                                    "lr": 1e-3 * min(1, (step + 1) / 5), "grad_norm": 1.0, "ms": 50.0,
+                                    "tokens_per_s": 1000.0 + step, "mfu": 0.0, "tokens": (step + 1) * 64}) + "\n")
 
 
 def test_train_report_curves_and_summary(tmp_path):

@@ -97,7 +97,8 @@ def run(
     pii: bool = typer.Option(True, "--pii/--no-pii", help="Run PII scrubbing."),
     quality: Optional[bool] = typer.Option(None, "--quality/--no-quality",
                                            help="Score documents with the quality classifier."),
-    tokenizer: Optional[str] = typer.Option(None, help="tiktoken name or trained tokenizer dir "
+    tokenizer: Optional[str] = typer.Option(None, help="tiktoken name, trained tokenizer dir, or "
+                                            "bpe:N to train a BPE of vocab N on this run's text "
                                             "[default: cl100k_base]."),
     tokenize: bool = typer.Option(True, "--tokenize/--no-tokenize", help="Write token shards."),
     force: bool = typer.Option(False, help="Reprocess inputs that already have a completion marker."),
@@ -163,16 +164,34 @@ def _global_steps(out: Path, cfg: dict, cfg_hash: str, do_tokenize: bool = True)
         from webmill.tokenize.dataset import tokenize_dataset
 
         t = cfg["tokenize"]
-        tokenize_dataset(out / src, out / "shards", tokenizer=t["tokenizer"], shard_tokens=t["shard_tokens"],
+        tokenizer = t["tokenizer"]
+        if tokenizer.startswith("bpe:"):
+            tokenizer = str(_train_run_tokenizer(out, src, tokenizer))
+        tokenize_dataset(out / src, out / "shards", tokenizer=tokenizer, shard_tokens=t["shard_tokens"],
                          val_fraction=t["val_fraction"], seed=t["seed"], config_hash=cfg_hash)
 
 
-def _report(out: Path) -> None:
+def _train_run_tokenizer(out: Path, src: str, spec: str) -> Path:
+    """``tokenizer = "bpe:N"``: train a byte-level BPE of vocab N (rustbpe) on this run's text."""
+    from webmill.tokenize.bpe import iter_texts, train_tokenizer
+
     try:
-        from webmill.curate.report import write_report
-    except ImportError:
-        return
-    write_report(out)
+        vocab = int(spec.split(":", 1)[1])
+    except ValueError as e:
+        raise UserError(f"tokenizer {spec!r}: use bpe:<vocab size>, e.g. bpe:4096") from e
+    tok_dir = out / "tokenizer"
+    train_tokenizer(iter_texts(out / src), vocab, tok_dir, name=f"webmill-bpe-{vocab}")
+    return tok_dir
+
+
+def _report(out: Path) -> None:
+    from webmill.curate.report import write_report
+
+    try:
+        path = write_report(out)
+        print(f"report: {path}", file=sys.stderr)
+    except UserError as e:  # the data is complete; a report problem must not fail the run
+        print(f"warning: report not written: {e}", file=sys.stderr)
 
 
 @app.command()

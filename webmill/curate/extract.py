@@ -38,7 +38,7 @@ def _codec(name: str | None) -> str | None:
     n = _SUPERSETS.get(n, n)
     try:
         return codecs.lookup(n).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL byte in a (damaged) charset label
         return None
 
 

@@ -33,9 +33,9 @@ class FileFinalizer:
         q = cfg["quality"]
         self.scorer = None
         if q.get("enabled", False):
-            from webmill.filters.quality import QualityScorer
+            from webmill.filters.quality import DEFAULT_MODEL_PATH, QualityScorer
 
-            self.scorer = QualityScorer(q.get("model_path") or None)
+            self.scorer = QualityScorer(q.get("model_path") or DEFAULT_MODEL_PATH)
 
     def process(self, src: str, dst: str) -> dict:
         """Read ``src`` Parquet, write ``dst`` Parquet; return per-file stats."""
@@ -89,20 +89,19 @@ def _set(table: pa.Table, name: str, col: pa.Array) -> pa.Table:
 
 def _apply_quality_keep(files: list[Path], qcfg: dict) -> dict:
     """Global pass: buckets / top fraction / threshold over all ``quality_score`` values."""
-    from webmill.curate.quality import compute_buckets, keep_mask
+    from webmill.curate.quality import approx_num_tokens, assign_buckets, compute_buckets, keep_mask
 
     tables = [pq.read_table(f) for f in files]
-    scores = np.concatenate([t.column("quality_score").to_numpy() for t in tables]) if tables else np.zeros(0)
-    # Token weight proxy before tokenization: whitespace words (documented in docs/quality.md).
-    weights = np.concatenate([np.asarray([len(x.split()) for x in t.column("text").to_pylist()], dtype=np.float64)
-                              for t in tables]) if tables else np.zeros(0)
-    ids = np.concatenate([np.asarray(t.column("id").to_pylist(), dtype=object) for t in tables]) if tables else []
+    if not tables or sum(t.num_rows for t in tables) == 0:
+        return {"mode": qcfg["mode"], "documents_in": 0, "documents_out": 0}
+    scores = np.concatenate([t.column("quality_score").to_numpy() for t in tables])
+    # Token weights before tokenization: whitespace words (proportional to tokens; see quality.py).
+    weights = np.concatenate([approx_num_tokens(t.column("text").to_pylist()) for t in tables])
+    ids = [i for t in tables for i in t.column("id").to_pylist()]
     mode = qcfg["mode"]
     stats: dict = {"mode": mode, "documents_in": int(len(scores))}
-    edges = compute_buckets(scores, weights, n_buckets=qcfg["n_buckets"]) if len(scores) else np.zeros(0)
-    buckets = (np.searchsorted(edges, scores, side="right").astype(np.int32) if len(scores) else np.zeros(0, np.int32))
-    if len(edges):
-        buckets = np.clip(buckets, 0, qcfg["n_buckets"] - 1)
+    edges = compute_buckets(scores, weights, n_buckets=qcfg["n_buckets"])
+    buckets = assign_buckets(scores, edges)
     if mode == "buckets":
         keep = np.ones(len(scores), dtype=bool)
     elif mode in ("threshold", "top_fraction"):
@@ -117,7 +116,7 @@ def _apply_quality_keep(files: list[Path], qcfg: dict) -> dict:
         write_parquet_atomic(t, f)
         start += n
     stats.update({"documents_out": int(keep.sum()), "bucket_edges": [float(e) for e in edges],
-                  "bucket_sizes": np.bincount(buckets, minlength=qcfg["n_buckets"]).tolist() if len(scores) else [],
+                  "bucket_sizes": np.bincount(buckets, minlength=qcfg["n_buckets"]).tolist(),
                   "score_histogram": np.histogram(scores, bins=20, range=(0, 1))[0].tolist()})
     return stats
 

@@ -275,6 +275,10 @@ def train_quality_model(
     if lr <= 0:
         raise UserError(f"lr must be > 0, got {lr}")
 
+    if isinstance(positive_files, (str, Path)):
+        positive_files = [positive_files]
+    if isinstance(negative_files, (str, Path)):
+        negative_files = [negative_files]
     data: dict[str, list[str]] = {}
     for label, files, what in ((HQ_LABEL, positive_files, "positive"), (LQ_LABEL, negative_files, "negative")):
         texts: list[str] = []
@@ -328,7 +332,8 @@ def train_quality_model(
                    "valid_frac": valid_frac},
     }
     metrics_path = out_path.with_suffix(".metrics.json")
-    metrics_path.write_text(json.dumps(_jsonable(result), indent=2) + "\n", encoding="utf-8")
+    on_disk = {**result, "model_path": out_path.name}  # no machine-specific absolute path
+    metrics_path.write_text(json.dumps(_jsonable(on_disk), indent=2) + "\n", encoding="utf-8")
     return result
 
 

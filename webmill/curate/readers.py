@@ -8,7 +8,10 @@ or uncompressed. Real archives also come as:
   is decompressed into a spooled temporary file and parsed from there;
 * **damaged records** (wrong ``Content-Length``, bad headers): parsing resumes at the next
   record header found after the damage (``WARC/1.x`` line or ARC v1 header line);
-* **truncated last gzip member**: the records before it are read, the damage is counted.
+* **truncated last gzip member**: the records before it are read, the damage is counted;
+* **damaged gzip member** in the middle (bad CRC, flipped bytes): reading resumes at the next
+  valid gzip member, so only the damaged record is lost;
+* **empty files** and files with no archive record at all: reported, never silently empty.
 
 Every problem becomes a :class:`ReadError` appended to ``errors`` (never an exception that ends
 the file), so the caller can count and list it. Paths go through fsspec, so ``s3://`` and
@@ -34,9 +37,12 @@ from warcio.exceptions import ArchiveLoadFailed
 #: Largest payload read into memory per record (bytes); longer payloads are cut and flagged.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
+# A record header: a WARC version line (1.0/1.1, or 0.17/0.18 of old Heritrix files) or an ARC v1
+# header line (URL IP-address 14-digit-date content-type length).
 _RECORD_START = re.compile(
-    rb"(?:^|\n)(WARC/1\.[01]\r?\n|[a-zA-Z][a-zA-Z0-9+.-]*://\S+ \S+ \d{14} \S+ \d+\n)"
+    rb"(?:^|\n)(WARC/[01]\.\d{1,2}\r?\n|[a-zA-Z][a-zA-Z0-9+.-]*://\S+ \S+ \d{14} \S+ \d+\n)"
 )
+_GZIP_MAGIC = re.compile(rb"\x1f\x8b\x08")
 _SUFFIXES = (".warc.wet.gz", ".warc.wat.gz", ".warc.gz", ".wet.gz", ".arc.gz", ".warc", ".arc", ".wet", ".gz")
 
 
@@ -201,32 +207,135 @@ def _iter_stream(stream, base: int, source: str, errors: list[ReadError], state:
             yield record
             decomp = reader.decompressor
         if decomp is not None and not decomp.eof:
-            # warcio stops quietly at a cut gzip member: the last record may be incomplete.
-            errors.append(ReadError(source, state.get("last_offset", base), "truncated_gzip",
-                                    "last gzip member is truncated; the file was cut short "
-                                    "(re-download it)"))
-    except (ArchiveLoadFailed, zlib.error, EOFError, OSError, ValueError, KeyError, IndexError) as e:
+            # warcio stops quietly at a cut or damaged gzip member (it prints the zlib error and
+            # ends the iteration): the caller decides whether the file was cut or a member is bad.
+            state["gzip_damage"] = True
+    except Exception as e:  # noqa: BLE001 - warcio raises many types (AttributeError, TypeError, ...)
+        # on malformed headers; any of them is damage to resynchronise after, never a file failure.
         errors.append(ReadError(source, state.get("last_offset", base), type(e).__name__, str(e)[:300]))
         state["failed"] = True
 
 
 def _open(path: str):
+    if "://" not in path:  # local file: skip fsspec's per-open overhead
+        return open(path, "rb")
     import fsspec
 
     return fsspec.open(path, "rb").open()
 
 
+def _member_ok(fobj, pos: int) -> bool:
+    """Whether a valid gzip member holding an archive record (or nothing) starts at ``pos``."""
+    fobj.seek(pos)
+    d = zlib.decompressobj(31)
+    try:
+        out = d.decompress(fobj.read(65536), 4096)
+    except zlib.error:
+        return False
+    out = out.lstrip()
+    return (d.eof and not out) or bool(_RECORD_START.match(out))
+
+
+def _next_gzip_member(fobj, start: int, chunk: int = 1 << 20) -> int | None:
+    """Offset of the first valid gzip member at or after ``start`` (None: there is none)."""
+    pos = start
+    while True:
+        fobj.seek(pos)
+        buf = fobj.read(chunk + 2)
+        if len(buf) < 3:
+            return None
+        for m in _GZIP_MAGIC.finditer(buf):
+            if _member_ok(fobj, pos + m.start()):
+                return pos + m.start()
+        if len(buf) < chunk + 2:
+            return None
+        pos += chunk
+
+
+def _gunzip_chunks(raw, source: str, errors: list[ReadError], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Decompress every gzip member of the seekable ``raw`` in order, yielding data chunks.
+
+    A damaged member (zlib error) is reported as ``corrupt_gzip`` and skipped: decompression
+    resumes at the next valid member. A cut last member is reported as ``truncated_gzip``. Zero
+    bytes or whitespace after the last member are ignored.
+    """
+    raw.seek(0)
+    d = zlib.decompressobj(31)
+    member_start, in_member = 0, False
+    while True:
+        data = raw.read(chunk)
+        if not data:
+            if in_member:
+                errors.append(ReadError(source, member_start, "truncated_gzip",
+                                        "last gzip member is truncated; the file was cut short (re-download it)"))
+            return
+        while data:
+            if not in_member and not data.strip(b"\0\r\n\t "):
+                rest = raw.read(1)
+                if not rest:
+                    return  # padding after the last member
+                raw.seek(-1, io.SEEK_CUR)
+                data = b""
+                break
+            in_member = True
+            try:
+                out = d.decompress(data)
+            except zlib.error as e:
+                nxt = _next_gzip_member(raw, member_start + 1)
+                errors.append(ReadError(source, member_start, "corrupt_gzip",
+                                        f"gzip member at offset {member_start} is damaged ({e}); "
+                                        + (f"skipped to the next member at offset {nxt}" if nxt is not None
+                                           else "no valid member after it")))
+                if nxt is None:
+                    return
+                raw.seek(nxt)
+                member_start, in_member, d, data = nxt, False, zlib.decompressobj(31), b""
+                break
+            if out:
+                yield out
+            if d.eof:
+                data = d.unused_data
+                member_start = raw.tell() - len(data)
+                d, in_member = zlib.decompressobj(31), False
+            else:
+                data = b""
+
+
 def _decompress_to_temp(path: str, errors: list[ReadError]):
-    """Decompress a gzip file (one or many members) into a spooled temp file, tolerating a cut end."""
+    """Decompress a gzip file (one or many members) into a spooled temp file, tolerating a cut
+    end and skipping damaged members."""
     tmp = tempfile.SpooledTemporaryFile(max_size=256 * 1024 * 1024)
     with _open(path) as raw:
-        gz = gzip.GzipFile(fileobj=raw)
-        try:
-            shutil.copyfileobj(gz, tmp, 1024 * 1024)
-        except (EOFError, zlib.error, OSError) as e:
-            errors.append(ReadError(path, tmp.tell(), "truncated_gzip", f"{type(e).__name__}: {e}"[:300]))
+        for data in _gunzip_chunks(raw, path, errors):
+            tmp.write(data)
     tmp.seek(0)
     return tmp
+
+
+def sniff_format(path: str, limit: int = 1 << 20) -> str:
+    """Kind of archive in ``path`` from its first bytes (decompressed when gzip).
+
+    Returns ``"warc"`` (the first record header found is ``WARC/1.x``), ``"arc"`` (an ARC v1
+    header line), ``"empty"`` (0 bytes, or only empty gzip members) or ``"unknown"`` (no record
+    header in the first ``limit`` decompressed bytes: not a WARC/WET/ARC file).
+    """
+    with _open(path) as raw:
+        magic = raw.read(2)
+        if not magic:
+            return "empty"
+        raw.seek(0)
+        chunks = (_gunzip_chunks(raw, path, [], chunk=65536) if magic == b"\x1f\x8b"
+                  else iter(lambda: raw.read(65536), b""))
+        buf, seen = b"", 0
+        for data in chunks:
+            seen += len(data)
+            buf = buf[-512:] + data
+            m = _RECORD_START.search(buf)
+            if m:
+                return "warc" if m.group(1).startswith(b"WARC/") else "arc"
+            if seen >= limit:
+                break
+    return "empty" if seen == 0 else "unknown"
 
 
 def _scan_records(fobj, source: str, errors: list[ReadError], skip: int, is_arc: bool) -> Iterator[Record]:
@@ -279,21 +388,35 @@ def iter_records(path: str, errors: list[ReadError]) -> Iterator[Record]:
     Raises:
         FileNotFoundError / OSError: only when the file cannot be opened at all.
     """
-    with _open(path) as raw:
-        magic = raw.read(2)
-        is_gzip = magic == b"\x1f\x8b"
-        raw.seek(0)
-        try:
-            head = (gzip.GzipFile(fileobj=raw).read(64) if is_gzip else raw.read(64)).lstrip()
-        except (OSError, EOFError, zlib.error):
-            head = b""
-    is_arc = bool(head) and not head.startswith(b"WARC/")
+    fmt = sniff_format(path)
+    if fmt == "empty":
+        errors.append(ReadError(path, 0, "empty_file", "file is empty (0 bytes, or only empty gzip "
+                                "members); re-download it or leave it out"))
+        return
+    is_arc = fmt == "arc"
 
-    # Fast path: warcio directly (keeps compressed offsets of per-record gzip members).
+    # Fast path: warcio directly (keeps compressed offsets of per-record gzip members). A damaged
+    # gzip member ends warcio's iteration: resume at the next valid member.
     direct_errors: list[ReadError] = []
     state = {"count": 0, "failed": False}
+    pos = 0
     with _open(path) as raw:
-        yield from _iter_stream(raw, 0, path, direct_errors, state, is_arc)
+        is_gzip = raw.read(2) == b"\x1f\x8b"
+        while True:
+            raw.seek(pos)
+            state["gzip_damage"] = False
+            yield from _iter_stream(raw, pos, path, direct_errors, state, is_arc)
+            if state["failed"] or not state["gzip_damage"]:
+                break
+            damaged = max(state.get("last_offset", pos), pos)
+            nxt = _next_gzip_member(raw, damaged + 1)
+            if nxt is None:
+                direct_errors.append(ReadError(path, damaged, "truncated_gzip", "last gzip member is "
+                                               "truncated; the file was cut short (re-download it)"))
+                break
+            direct_errors.append(ReadError(path, damaged, "corrupt_gzip", f"gzip member at offset "
+                                           f"{damaged} is damaged; skipped to the next member at offset {nxt}"))
+            pos = nxt
     if not state["failed"]:
         errors.extend(direct_errors)
         return

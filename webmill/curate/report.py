@@ -215,10 +215,12 @@ def _describe(x: np.ndarray, bins: int = 30, log: bool = True) -> dict:
     x = np.asarray(x, dtype=np.float64)
     hi = max(float(x.max()), 1.0)
     if log:
-        edges = np.unique(np.round(np.logspace(0, math.log10(hi + 1), bins + 1))).astype(np.float64)
-        edges[0] = 0.0
+        lo = max(float(x.min()), 1.0)
+        edges = np.unique(np.round(np.logspace(math.log10(lo), math.log10(hi + 1), bins + 1)))
         if len(edges) < 2:
-            edges = np.array([0.0, hi + 1])
+            edges = np.array([lo, hi + 1])
+        if x.min() < lo:  # empty documents get their own [0, 1) bin
+            edges = np.concatenate([[0.0], edges])
     else:
         edges = np.linspace(0, hi + 1, bins + 1)
     counts, edges = np.histogram(x, bins=edges)
@@ -336,7 +338,7 @@ def collect_stats(out: Path) -> dict:
                      if failed_path.exists() else [])
 
     # ---- document tables ---------------------------------------------------------------------
-    tables = {name: _parquet_files(out / name) for name in ("documents", "deduped", "final")}
+    tables = {name: _parquet_files(out / name) for name in ("documents", "deduped", "final", "rephrased")}
     manifest_path = out / "shards" / "manifest.json"
     manifest = _read_json(manifest_path) if manifest_path.exists() else None
     enc = _encoding_for(manifest)
@@ -350,9 +352,10 @@ def collect_stats(out: Path) -> dict:
         if "documents" in lengths:
             doc_tokens["documents"], est = _count_tokens(enc, tables["documents"], int(lengths["documents"][0].sum()))
             tokens_estimated |= est
-        if "final" in lengths:
-            doc_tokens["final"], est = _count_tokens(enc, tables["final"], int(lengths["final"][0].sum()))
-            tokens_estimated |= est
+        for name in ("final", "rephrased"):
+            if name in lengths:
+                doc_tokens[name], est = _count_tokens(enc, tables[name], int(lengths[name][0].sum()))
+                tokens_estimated |= est
     elif manifest is None:
         skipped["tokens_per_stage"] = "no OUT/shards/manifest.json: the run's tokenizer is unknown"
     else:
@@ -374,7 +377,10 @@ def collect_stats(out: Path) -> dict:
     by_stage: dict[str, Counter] = {}
     for reason, n in dropped.items():
         by_stage.setdefault(_reason_stage(reason), Counter())[reason] += n
-    rows = funnel["stages"]
+    rows = list(funnel["stages"])
+    if (out / "stats" / "rephrase.json").exists():  # between PII/quality and the shards
+        at = next((i for i, (n, _) in enumerate(rows) if n == "shards"), len(rows))
+        rows.insert(at, ("rephrase", None))
     counts = dict(rows)
     fun: list[dict] = []
     last_doc_stage = None
@@ -421,16 +427,31 @@ def collect_stats(out: Path) -> dict:
                         "characters_in": table_chars(src), "characters_out": table_chars("final"),
                         "tokens_in": table_tokens(src), "tokens_out": table_tokens("final")})
             prev = n
+        elif name == "rephrase":
+            r = _read_json(out / "stats" / "rephrase.json")
+            r = r if isinstance(r, dict) else {}
+            src_r = "final" if tables["final"] else ("deduped" if tables["deduped"] else "documents")
+            n_in, n_out, added = r.get("documents_in", prev), r.get("documents_out", prev), r.get("synthetic_documents", 0)
+            row = {"stage": "rephrase", "documents_in": n_in, "documents_out": n_out, "dropped": {}, "added": added,
+                   "characters_in": table_chars(src_r), "characters_out": table_chars("rephrased"),
+                   "tokens_in": table_tokens(src_r), "tokens_out": table_tokens("rephrased")}
+            if n_in + added - n_out:
+                row["unexplained"] = n_in + added - n_out
+            fun.append(row)
+            prev = n_out
         elif name == "shards":
-            src = next((t for t in ("final", "deduped", "documents") if tables[t]), None)
+            src = next((t for t in ("rephrased", "final", "deduped", "documents") if tables[t]), None)
             skipped_empty = (manifest or {}).get("skipped_empty_documents", 0)
-            fun.append({"stage": "shards", "documents_in": (manifest or {}).get("input_documents", prev),
-                        "documents_out": n,
-                        "dropped": {"empty_after_tokenize": skipped_empty} if skipped_empty else {},
-                        "characters_in": table_chars(src) if src else None,
-                        "tokens_in": table_tokens(src) if src else None,
-                        "tokens_out": sum(funnel.get("tokens", {}).values()),
-                        "note": "shard documents include mixing repeats; shard tokens include one EOT per document"})
+            n_in = (manifest or {}).get("input_documents", prev)
+            row = {"stage": "shards", "documents_in": n_in, "documents_out": n,
+                   "dropped": {"empty_after_tokenize": skipped_empty} if skipped_empty else {},
+                   "characters_in": table_chars(src) if src else None,
+                   "tokens_in": table_tokens(src) if src else None,
+                   "tokens_out": sum(funnel.get("tokens", {}).values()),
+                   "note": "shard tokens include one EOT per document"}
+            if n - (n_in - skipped_empty):  # --mix repeats (> 0) or subsamples (< 0) train documents
+                row["added"] = n - (n_in - skipped_empty)
+            fun.append(row)
             prev = n
     for row in fun:
         if row["stage"] == "extract":
@@ -473,7 +494,7 @@ def collect_stats(out: Path) -> dict:
     res["throughput"] = thr
 
     # ---- languages, domains, lengths of the output documents ---------------------------------
-    last = next((t for t in ("final", "deduped", "documents") if tables[t]), None)
+    last = next((t for t in ("rephrased", "final", "deduped", "documents") if tables[t]), None)
     if last is None:
         for key in ("languages", "domains", "lengths"):
             skipped[key] = "no document table (OUT/documents, OUT/deduped, OUT/final) holds Parquet files"
@@ -528,7 +549,7 @@ def collect_stats(out: Path) -> dict:
             dd["s_curve"] = [[round(float(j), 2), round(float(p), 6)] for j, p in zip(js, s_curve(js, bands, rows_))]
             dd["threshold_estimate"] = round((1 / bands) ** (1 / rows_), 4)
         res["dedup"] = dd
-    rephrase = _rephrase_counts(out, tables["final"])
+    rephrase = _rephrase_counts(out, tables["rephrased"] or tables["final"])
     if rephrase:
         res["rephrase"] = rephrase
     else:
@@ -550,26 +571,30 @@ def collect_stats(out: Path) -> dict:
     return res
 
 
-def _rephrase_counts(out: Path, final_files: list[Path]) -> dict | None:
-    """Rephrased documents per style from OUT/stats/rephrase.json, else the synthetic_style column."""
+def _rephrase_counts(out: Path, files: list[Path]) -> dict | None:
+    """Rephrasing counts per style from OUT/stats/rephrase.json, else a ``synthetic_style`` column.
+
+    Returns ``{"source", "by_style": {style: {"requested", "rephrased", "rejected", "failed"}}, ...}``
+    (only ``rephrased`` when read from the column) or None when rephrasing did not run.
+    """
     p = out / "stats" / "rephrase.json"
     if p.exists():
         r = _read_json(p)
-        for key in ("by_style", "styles", "style_counts", "counts"):
-            v = r.get(key) if isinstance(r, dict) else None
-            if isinstance(v, dict) and v:
-                by = {}
-                for style, n in v.items():
-                    if isinstance(n, dict):  # {"style": {"documents": n, ...}}
-                        n = n.get("documents", n.get("count", n.get("n")))
-                    if isinstance(n, (int, float)):
-                        by[str(style)] = int(n)
-                if by:
-                    return {"source": "stats/rephrase.json", "by_style": by,
-                            **{k: r[k] for k in ("documents_in", "documents_out", "model", "seconds") if k in r}}
-    styles = [s for s in _table_column(final_files, "synthetic_style") if s]
+        if not isinstance(r, dict):
+            raise UserError(f"{p} is not a JSON object; re-run `curate rephrase`")
+        by: dict[str, dict] = {}
+        for style, v in (r.get("by_style") or {}).items():
+            if isinstance(v, dict):
+                by[str(style)] = {k: int(v.get(k, 0) or 0) for k in ("requested", "rephrased", "rejected", "failed")}
+            elif isinstance(v, (int, float)):
+                by[str(style)] = {"rephrased": int(v)}
+        keys = ("documents_in", "documents_out", "synthetic_documents", "rephrase_failed", "rephrase_rejected",
+                "backend", "model", "generated_tokens", "seconds", "tokens_per_s", "synthetic_documents_per_min")
+        return {"source": "stats/rephrase.json", "by_style": by, **{k: r[k] for k in keys if k in r}}
+    styles = [s for s in _table_column(files, "synthetic_style") if s]
     if styles:
-        return {"source": "final synthetic_style column", "by_style": dict(Counter(styles).most_common())}
+        return {"source": "synthetic_style column",
+                "by_style": {k: {"rephrased": n} for k, n in Counter(styles).most_common()}}
     return None
 
 
@@ -688,7 +713,10 @@ def make_plots(stats: dict) -> dict[str, bytes]:
         a1.set_xlabel("score", fontsize=9)
         a1.set_ylabel("documents", fontsize=9)
         sizes = q.get("bucket_sizes") or []
-        a2.bar([str(i) for i in range(len(sizes))], sizes, color="#aa7744")
+        a2.bar(np.arange(len(sizes)), sizes, color="#aa7744")
+        step = 1 if len(sizes) <= 12 else 2
+        a2.set_xticks(np.arange(0, len(sizes), step))
+        a2.tick_params(axis="x", labelsize=8)
         a2.set_title("documents per quality bucket", fontsize=10)
         a2.set_xlabel("bucket (0 = lowest)", fontsize=9)
         plots["quality"] = _png(fig)
@@ -696,8 +724,14 @@ def make_plots(stats: dict) -> dict[str, bytes]:
         d = stats["dedup"]
         fig, (a1, a2) = _figure(9, 3.2, ncols=2)
         hist = d.get("component_size_histogram") or {}
-        a1.bar(list(hist.keys()), list(hist.values()), color="#7755aa")
-        a1.set_title(f"near-duplicate component sizes; removed {100 * d['removed_fraction']:.1f}%", fontsize=10)
+        keys = sorted(hist, key=lambda k: int("".join(ch for ch in k.split("-")[0] if ch.isdigit()) or 0))
+        a1.bar(keys, [hist[k] for k in keys], color="#7755aa")
+        a1.tick_params(axis="x", labelsize=7)
+        a1.set_ylim(bottom=0)
+        if not any(hist.values()):
+            a1.text(0.5, 0.5, "no near-duplicate components", ha="center", va="center", transform=a1.transAxes)
+        a1.set_title(f"near-dup components; removed {100 * d['removed_fraction']:.1f}% "
+                     f"(exact {d['exact_removed']:,}, near {d['near_removed']:,})", fontsize=9)
         a1.set_xlabel("documents per component", fontsize=9)
         a1.set_ylabel("components", fontsize=9)
         if d.get("bands") and d.get("rows"):
@@ -712,15 +746,26 @@ def make_plots(stats: dict) -> dict[str, bytes]:
         else:
             a2.text(0.5, 0.5, "MinHash off", ha="center", va="center", transform=a2.transAxes)
         plots["dedup"] = _png(fig)
-    if stats.get("pii"):
-        items = list(stats["pii"].items())
+    if any(stats.get("pii", {}).values()):
+        items = [(k, v) for k, v in stats["pii"].items() if v]
         fig, ax = _figure(9, 0.3 * len(items) + 1.2)
         _barh(ax, [k for k, _ in items], [v for _, v in items], "PII replaced, by type", "occurrences")
         plots["pii"] = _png(fig)
-    if stats.get("rephrase"):
-        items = list(stats["rephrase"]["by_style"].items())
-        fig, ax = _figure(9, 0.3 * len(items) + 1.2)
-        _barh(ax, [k for k, _ in items], [v for _, v in items], "rephrased documents by style", "documents")
+    if stats.get("rephrase") and stats["rephrase"]["by_style"]:
+        by = stats["rephrase"]["by_style"]
+        kinds = [k for k in ("requested", "rephrased", "rejected", "failed") if any(k in v for v in by.values())]
+        fig, ax = _figure(9, 0.3 * len(by) * max(1, len(kinds) / 2) + 1.4)
+        _margins(fig, left_in=0.3 + 0.068 * max(len(k) for k in by))
+        y = np.arange(len(by))
+        h = 0.8 / len(kinds)
+        colors = {"requested": "#bbbbbb", "rephrased": "#228833", "rejected": "#ccbb44", "failed": "#ee6677"}
+        for i, k in enumerate(kinds):
+            ax.barh(y + i * h, [v.get(k, 0) for v in by.values()], height=h, color=colors[k], label=k)
+        ax.set_yticks(y + h * (len(kinds) - 1) / 2, list(by), fontsize=8)
+        ax.invert_yaxis()
+        ax.legend(fontsize=7)
+        ax.set_title("rephrasing by style", fontsize=10)
+        ax.set_xlabel("documents", fontsize=9)
         plots["rephrase"] = _png(fig)
     if stats.get("tokens"):
         t = stats["tokens"]
@@ -820,7 +865,11 @@ def render_html(stats: dict, plots: dict[str, bytes]) -> str:
         reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(r["dropped"].items(), key=lambda kv: -kv[1]))
         if r.get("unexplained"):
             reasons += (", " if reasons else "") + f"record errors/other={r['unexplained']:,}"
-        rows.append([r["stage"], r["documents_in"], r["documents_out"], r["documents_in"] - r["documents_out"],
+        if r.get("added"):
+            what = "synthetic documents added" if r["stage"] == "rephrase" else "mixing repeats (+) / subsampling (−)"
+            reasons += (", " if reasons else "") + f"{what}={r['added']:,}"
+        rows.append([r["stage"], r["documents_in"], r["documents_out"],
+                     r["documents_in"] + r.get("added", 0) - r["documents_out"],
                      r.get("characters_in"), r.get("characters_out"), r.get("tokens_in"), r.get("tokens_out"),
                      reasons])
     parts.append(_table(["stage", "docs in", "docs out", "dropped", "chars in", "chars out", "tokens in",
@@ -875,7 +924,10 @@ def render_html(stats: dict, plots: dict[str, bytes]) -> str:
                              "near removed", "near-dup components", "bands × rows", "threshold"],
                             [[d["documents_in"], d["documents_out"], d["documents_removed"], d["removed_fraction"],
                               d["exact_removed"], d["near_removed"], d["near_duplicate_components"],
-                              f"{d['bands']} × {d['rows']}" if d.get("bands") else None, d.get("threshold")]],
+                              f"{d['bands']} × {d['rows']}" if d.get("bands") else None,
+                              d.get("threshold") if d.get("threshold") is not None
+                              else (f"≈ {d['threshold_estimate']:.2f}" if d.get("threshold_estimate")
+                                    else None)]],
                             numeric=set(range(9))))
         parts.append(_img(plots, "dedup", "dedup components and S-curve"))
     parts.append("<h2 id=\"pii\">PII</h2>" + skip_note("pii"))
@@ -885,7 +937,13 @@ def render_html(stats: dict, plots: dict[str, bytes]) -> str:
         parts.append(_img(plots, "pii", "PII counts"))
     parts.append("<h2 id=\"rephrase\">Rephrasing</h2>" + skip_note("rephrase"))
     if stats.get("rephrase"):
-        parts.append(_table(["style", "documents"], list(map(list, stats["rephrase"]["by_style"].items())))
+        rp = stats["rephrase"]
+        info = ", ".join(f"{k} {_fmt(rp[k])}" for k in ("backend", "model", "documents_in", "synthetic_documents",
+                                                        "documents_out", "generated_tokens", "tokens_per_s")
+                         if k in rp)
+        parts.append(f'<p class="small">From {html.escape(rp["source"])}{": " + info if info else ""}.</p>')
+        kinds = ["requested", "rephrased", "rejected", "failed"]
+        parts.append(_table(["style"] + kinds, [[st] + [v.get(k) for k in kinds] for st, v in rp["by_style"].items()])
                      + _img(plots, "rephrase", "rephrase counts"))
 
     # tokens

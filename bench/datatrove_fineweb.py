@@ -1,0 +1,139 @@
+"""datatrove's FineWeb first stage, as the peer in pipeline_vs_datatrove.py.
+
+Run with the benchmark venv (datatrove must never enter the project venv)::
+
+    bench/.venv-datatrove/bin/python bench/datatrove_fineweb.py INPUT_DIR OUT_DIR [--tasks N] [--workers 2]
+        [--exclusions]
+
+Pipeline (datatrove's ``examples/fineweb.py``, first stage, without the MinHash stages):
+WarcReader → URLFilter → Trafilatura(favour_precision=True, timeout=1) →
+LanguageFilter(["en"], 0.65) → GopherRepetitionFilter → GopherQualityFilter →
+C4QualityFilter(filter_no_terminal_punct=False) → FineWebQualityFilter → JsonlWriter,
+on a LocalPipelineExecutor (``tasks`` = number of input files, ``workers`` processes).
+
+Two offline adaptations, neither changing a decision:
+
+* LanguageFilter: datatrove downloads ``lid.176.bin`` at run time; here its model object loads
+  the local ``webmill/assets/lid.176.ftz`` (same model family, the quantized release) instead;
+* URLFilter: its ``TLDExtract()`` tries to download the public suffix list on every task and
+  falls back to the bundled snapshot after the request fails; here it uses the bundled snapshot
+  directly (``suffix_list_urls=()``), as webmill does.
+
+Outputs: ``OUT/output/*.jsonl.gz`` (kept documents: ``id`` = WARC-Record-ID, ``metadata.url``),
+``OUT/logs/`` (datatrove's stats.json), with ``--exclusions`` also ``OUT/excluded/<step>/``
+(documents dropped by each filter, with ``metadata.filter_reason``) and ``OUT/ids/{0_read,
+1_extracted}/`` (ids produced by the reader / left after extraction), for the disagreement
+analysis; timed runs do not use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from datatrove.executor import LocalPipelineExecutor  # noqa: E402
+from datatrove.pipeline.base import PipelineStep  # noqa: E402
+from datatrove.pipeline.extractors import Trafilatura  # noqa: E402
+from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter,  # noqa: E402
+                                        GopherQualityFilter, GopherRepetitionFilter,
+                                        LanguageFilter, URLFilter)
+from datatrove.pipeline.readers import WarcReader  # noqa: E402
+from datatrove.pipeline.writers.jsonl import JsonlWriter  # noqa: E402
+from datatrove.utils.lid import FT176LID  # noqa: E402
+
+LID_PATH = str(Path(__file__).resolve().parents[1] / "webmill" / "assets" / "lid.176.ftz")
+
+
+class LocalFT176LID(FT176LID):
+    """datatrove's FT176LID with the model read from a local file instead of downloaded."""
+
+    model_path = LID_PATH
+
+    @property
+    def model(self):
+        if self._model is None:
+            from fasttext.FastText import _FastText
+
+            self._model = _FastText(self.model_path)
+        return self._model
+
+
+class OfflineURLFilter(URLFilter):
+    """datatrove's URLFilter with tldextract on its bundled suffix-list snapshot."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        from tldextract import TLDExtract
+
+        self.tldextractor = TLDExtract(suffix_list_urls=())
+
+
+class IdLog(PipelineStep):
+    """Pass-through step that writes the id of every document it sees to ``folder/<rank>.txt``
+    (diagnosis only: which documents the reader produced, which survived extraction)."""
+
+    name = "📝 ids"
+    type = "📝 - LOG"
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        os.makedirs(self.folder, exist_ok=True)
+        with open(os.path.join(self.folder, f"{rank:05d}.txt"), "w", encoding="utf-8") as f:
+            for doc in data:
+                f.write(doc.id + "\n")
+                yield doc
+
+
+def build_pipeline(inp: str, out: Path, exclusions: bool) -> list:
+    def excl(name: str):
+        return JsonlWriter(str(out / "excluded" / name)) if exclusions else None
+
+    def ids(name: str) -> list:
+        return [IdLog(str(out / "ids" / name))] if exclusions else []
+
+    lang = LanguageFilter(languages=["en"], language_threshold=0.65, exclusion_writer=excl("2_language"))
+    lang.model = LocalFT176LID(["en"])
+    return [
+        WarcReader(inp, glob_pattern="*.warc.gz", default_metadata={"dump": "bench"}),
+        *ids("0_read"),
+        OfflineURLFilter(exclusion_writer=excl("1_url")),
+        Trafilatura(favour_precision=True, timeout=1.0),
+        *ids("1_extracted"),
+        lang,
+        GopherRepetitionFilter(exclusion_writer=excl("3_gopher_rep")),
+        GopherQualityFilter(exclusion_writer=excl("4_gopher_qual")),
+        C4QualityFilter(filter_no_terminal_punct=False, exclusion_writer=excl("5_c4")),
+        FineWebQualityFilter(exclusion_writer=excl("6_fineweb_qual")),
+        JsonlWriter(str(out / "output")),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("input_dir")
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--tasks", type=int, default=0, help="tasks [number of *.warc.gz inputs]")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--exclusions", action="store_true", help="write dropped documents per filter")
+    args = ap.parse_args()
+    tasks = args.tasks or len(list(Path(args.input_dir).glob("*.warc.gz")))
+    t0 = time.perf_counter()
+    LocalPipelineExecutor(
+        pipeline=build_pipeline(args.input_dir, args.out_dir, args.exclusions),
+        tasks=tasks, workers=args.workers, logging_dir=str(args.out_dir / "logs"),
+        skip_completed=False,
+    ).run()
+    print(f"datatrove: {tasks} tasks, {args.workers} workers, {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

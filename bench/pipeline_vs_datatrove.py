@@ -1,0 +1,372 @@
+"""webmill's per-document stages vs datatrove's FineWeb first stage, on the same WARC files.
+
+Usage (project venv; the datatrove side runs in ``bench/.venv-datatrove``, see README.md)::
+
+    .venv/bin/python bench/make_corpus.py                      # bench/out/corpus (2 large WARCs)
+    .venv/bin/python bench/pipeline_vs_datatrove.py            # 3 alternating pairs + analysis
+    .venv/bin/python bench/pipeline_vs_datatrove.py --pairs 5 --wait-s 600 --max-load 4
+    .venv/bin/python bench/pipeline_vs_datatrove.py --diagnose-only --corpus bench/out/corpus-diag
+
+A = datatrove (``bench/datatrove_fineweb.py``: WarcReader → URLFilter → Trafilatura(favour_precision,
+timeout=1) → LanguageFilter(en, 0.65) → GopherRepetition → GopherQuality → C4Quality(
+filter_no_terminal_punct=False) → FineWebQuality → JsonlWriter; LocalPipelineExecutor with one
+task per file and ``--workers`` processes).
+B = ``curate run FILES -o OUT --no-dedup --no-pii --no-tokenize --no-report --workers N``
+(defaults = FineWeb's chain, trafilatura, 1 s extraction timeout).
+
+Each run is a fresh process tree timed from outside (wall seconds, start-up included for both).
+Pairs alternate the order (AB, BA, AB, ...); before each pair the script waits up to
+``--wait-s`` for the 1-minute load to drop under ``--max-load``. docs/s = HTML documents in the
+corpus (``response`` records whose HTTP Content-Type contains ``html``, the same denominator for
+both) / wall seconds; ratio = webmill docs/s / datatrove docs/s per pair, median reported.
+
+Agreement: Jaccard of the kept document sets (keyed by WARC-Record-ID, every copy counted) and
+of the kept URL sets (copies collapse), also restricted to status-200 records (datatrove's
+WarcReader does not look at the HTTP status; webmill drops non-200 responses before extraction).
+
+Disagreement analysis (``--diagnose``, on by default, untimed): one more run of each with
+datatrove's exclusion writers (+ id logs after the reader and the extractor) and webmill's
+``write_removed``, then for every document kept by one side only, the other side's reason.
+Use ``--diag-corpus`` to diagnose on a smaller corpus (the copies are identical, so a 1-copy
+corpus gives the same per-copy picture, apart from load-dependent extraction timeouts).
+
+Results: printed, and written to ``bench/out/vs-datatrove/results.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (BENCH, CORPUS_DIR, CURATE, DATATROVE_PY, OUT_ROOT, PROJECT_PY, REPO,  # noqa: E402
+                    LoadSampler, loadavg, pip_versions, read_manifest, strip_bench_from_path,
+                    wait_for_quiet)
+
+strip_bench_from_path()
+sys.path.insert(0, str(REPO))
+
+import argparse  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from webmill.curate.readers import document_id, iter_records  # noqa: E402
+
+RESULTS_DIR = OUT_ROOT / "vs-datatrove"
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus as webmill's reader sees it: record id → (our id, url, type, status, content type)
+
+def record_table(files: list[Path]) -> dict[str, dict]:
+    """Our document id → {rid, url, rec_type, status, ctype} for every record of ``files``."""
+    table = {}
+    for f in files:
+        errors: list = []
+        for rec in iter_records(str(f), errors):
+            did = document_id(f.name, rec.record_id)
+            table[did] = {"rid": rec.record_id, "url": rec.url, "rec_type": rec.rec_type,
+                          "status": rec.http_status, "ctype": rec.content_type}
+    return table
+
+
+def pre_document_reason(info: dict) -> str:
+    """Why webmill drops a record before it becomes a document (mirrors FileProcessor._one)."""
+    if info["rec_type"] not in ("response", "conversion"):
+        return "not_response"
+    if info["rec_type"] == "response" and info["status"] != 200:
+        return "http_not_200"
+    if info["rec_type"] == "response" and "html" not in info["ctype"]:
+        return "not_html"
+    return "?"
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+def run_datatrove(corpus: Path, out: Path, workers: int, diagnose: bool = False) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cmd = [str(DATATROVE_PY), str(BENCH / "datatrove_fineweb.py"), str(corpus), str(out),
+           "--workers", str(workers)] + (["--exclusions"] if diagnose else [])
+    return _timed(cmd, out / "run.log")
+
+
+def run_webmill(corpus: Path, out: Path, workers: int, diagnose: bool = False) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    files = sorted(str(p) for p in corpus.glob("*.warc.gz"))
+    cmd = [str(CURATE), "run", *files, "-o", str(out / "curate"), "--no-dedup", "--no-pii",
+           "--no-tokenize", "--no-report", "--workers", str(workers)]
+    out.mkdir(parents=True)
+    if diagnose:
+        (out / "diag.toml").write_text("[output]\nwrite_removed = true\n")
+        cmd += ["-c", str(out / "diag.toml")]
+    return _timed(cmd, out / "run.log")
+
+
+def _timed(cmd: list[str], log: Path) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "w") as lf, LoadSampler() as ls:
+        t0 = time.perf_counter()
+        rc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=str(REPO)).returncode
+        wall = time.perf_counter() - t0
+    if rc != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"command failed ({rc}): {' '.join(cmd)}\n{tail}")
+    return {"wall_s": wall, "load_mean": ls.mean, "load_max": ls.max}
+
+
+# ---------------------------------------------------------------------------------------------
+# Kept sets
+
+def kept_datatrove(out: Path) -> dict[str, str]:
+    """Our document id → url for every document datatrove wrote."""
+    kept = {}
+    for f in sorted((out / "output").glob("*.jsonl*")):
+        with gzip.open(f, "rt", encoding="utf-8") if f.suffix == ".gz" else open(f, encoding="utf-8") as fh:
+            for line in fh:
+                d = json.loads(line)
+                base = Path(d["metadata"]["file_path"]).name
+                kept[document_id(base, d["id"])] = d["metadata"].get("url", "")
+    return kept
+
+
+def kept_webmill(out: Path) -> dict[str, str]:
+    kept = {}
+    for f in sorted((out / "curate" / "documents").glob("*.parquet")):
+        t = pq.read_table(f, columns=["id", "url"])
+        kept.update(zip(t.column("id").to_pylist(), t.column("url").to_pylist()))
+    return kept
+
+
+def datatrove_stats(out: Path) -> dict:
+    """A few counters from datatrove's merged stats.json (documents read, extraction timeouts)."""
+    p = out / "logs" / "stats.json"
+    if not p.is_file():
+        return {}
+    res = {}
+    for step in json.loads(p.read_text()):
+        name, st = step.get("name", ""), step.get("stats", {})
+        if "Warc" in name:
+            res["read"] = st.get("documents", {}).get("total", st.get("documents"))
+        if "Trafilatura" in name:
+            res["extracted"] = st.get("extracted", {}).get("total", st.get("extracted"))
+            t = st.get("timeout", 0)
+            res["timeouts"] = t.get("total", t) if isinstance(t, dict) else t
+    return res
+
+
+def webmill_stats(out: Path) -> dict:
+    res = Counter()
+    for f in (out / "curate" / "stats").glob("*.json"):
+        s = json.loads(f.read_text())
+        if "stages" not in s:
+            continue
+        res["html_or_wet"] += s["stages"].get("html_or_wet", 0)
+        res["extracted"] += s["stages"].get("extract", 0)
+        res["timeouts"] += s["dropped"].get("extract_timeout", 0)
+        res["seconds_total"] += s.get("seconds_total", 0)
+        res["extract_s"] += s.get("seconds", {}).get("extract", 0)
+    return dict(res)
+
+
+def jaccard(a, b) -> float:
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def agreement(dt: dict[str, str], wm: dict[str, str], table: dict) -> dict:
+    ok200 = {k for k, v in table.items() if v["status"] == 200 or v["rec_type"] == "conversion"}
+    return {
+        "kept_datatrove": len(dt), "kept_webmill": len(wm), "both": len(dt.keys() & wm.keys()),
+        "jaccard_docs": jaccard(dt, wm),
+        "jaccard_urls": jaccard(dt.values(), wm.values()),
+        "jaccard_docs_200": jaccard(dt.keys() & ok200, wm.keys() & ok200),
+        "kept_datatrove_non200": len(dt.keys() - ok200),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Disagreement analysis
+
+def webmill_removed(out: Path) -> dict[str, str]:
+    reasons = {}
+    for f in (out / "curate" / "removed").rglob("*.parquet"):
+        t = pq.read_table(f, columns=["id", "reason"])
+        reasons.update(zip(t.column("id").to_pylist(), t.column("reason").to_pylist()))
+    return reasons
+
+
+def datatrove_dropped(out: Path, table: dict) -> tuple[dict[str, str], set, set]:
+    """(our id → "step:reason" for filter drops, ids read, ids left after extraction)."""
+    rid_to_id = {v["rid"]: k for k, v in table.items()}
+
+    def ids_in(folder: Path) -> set:
+        s = set()
+        for f in folder.glob("*.txt"):
+            s.update(rid_to_id.get(x, x) for x in f.read_text().split("\n") if x)
+        return s
+
+    reasons = {}
+    for step_dir in sorted((out / "excluded").glob("*")):
+        for f in step_dir.glob("*.jsonl*"):
+            with gzip.open(f, "rt", encoding="utf-8") as fh:
+                for line in fh:
+                    d = json.loads(line)
+                    base = Path(d["metadata"]["file_path"]).name
+                    reasons[document_id(base, d["id"])] = (f"{step_dir.name}:"
+                                                           f"{d['metadata'].get('filter_reason', '-')}")
+    return reasons, ids_in(out / "ids" / "0_read"), ids_in(out / "ids" / "1_extracted")
+
+
+def analyse(dt_out: Path, wm_out: Path, table: dict, examples: int = 3) -> dict:
+    dt, wm = kept_datatrove(dt_out), kept_webmill(wm_out)
+    wm_reasons = webmill_removed(wm_out)
+    dt_reasons, dt_read, dt_extracted = datatrove_dropped(dt_out, table)
+    only_dt = Counter()
+    only_dt_ex: dict[str, list] = {}
+    for k in dt.keys() - wm.keys():
+        info = table.get(k, {})
+        r = wm_reasons.get(k) or (pre_document_reason(info) if info else "unknown id")
+        only_dt[r] += 1
+        only_dt_ex.setdefault(r, []).append(info.get("url", dt[k]))
+    only_wm = Counter()
+    only_wm_ex: dict[str, list] = {}
+    for k in wm.keys() - dt.keys():
+        if k in dt_reasons:
+            r = dt_reasons[k]
+        elif k not in dt_read:
+            r = "reader skipped (payload type / charset)"
+        elif k not in dt_extracted:
+            r = "extractor: timeout, error or empty"
+        else:
+            r = "unknown"
+        only_wm[r] += 1
+        only_wm_ex.setdefault(r, []).append(wm[k])
+
+    def ex(d):  # distinct example URLs per reason
+        return {r: sorted(set(v))[:examples] for r, v in d.items()}
+
+    return {**agreement(dt, wm, table),
+            "kept_by_datatrove_only": dict(only_dt.most_common()),
+            "kept_by_webmill_only": dict(only_wm.most_common()),
+            "examples_datatrove_only": ex(only_dt_ex), "examples_webmill_only": ex(only_wm_ex),
+            "datatrove": datatrove_stats(dt_out), "webmill": webmill_stats(wm_out)}
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, default=CORPUS_DIR, help="corpus from make_corpus.py")
+    ap.add_argument("--pairs", type=int, default=3, help="alternating A/B pairs [3]")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--max-load", type=float, default=4.0, help="wait for a 1-min load below this")
+    ap.add_argument("--wait-s", type=float, default=0.0, help="max seconds to wait for it per pair [0]")
+    ap.add_argument("--diag-corpus", type=Path, default=None, help="corpus for the diagnosis runs "
+                    "[--corpus]")
+    ap.add_argument("--no-diagnose", action="store_true", help="skip the disagreement analysis runs")
+    ap.add_argument("--diagnose-only", action="store_true", help="only the analysis runs")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = ap.parse_args()
+
+    man = read_manifest(args.corpus)
+    files = sorted(args.corpus.glob("*.warc.gz"))
+    n_docs = man["total_html_docs"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"corpus {args.corpus}: {len(files)} files, {man['total_records']:,} records, "
+          f"{n_docs:,} HTML docs; load now {loadavg()[0]:.1f}", file=sys.stderr)
+    table = record_table(files)
+    results: dict = {
+        "corpus": str(args.corpus), "files": len(files), "html_docs": n_docs,
+        "records": man["total_records"], "workers": args.workers, "cpus": os.cpu_count(),
+        "versions": {
+            "webmill venv": pip_versions(PROJECT_PY, ["webmill", "trafilatura", "lxml", "ray",
+                                                      "fasttext-numpy2", "warcio", "numpy"]),
+            "datatrove venv": pip_versions(DATATROVE_PY, ["datatrove", "trafilatura", "lxml",
+                                                          "fasttext-numpy2-wheel", "spacy", "warcio", "numpy"]),
+        },
+        "pairs": [],
+    }
+
+    if not args.diagnose_only:
+        for i in range(args.pairs):
+            la = wait_for_quiet(args.max_load, args.wait_s) if args.wait_s else loadavg()[0]
+            order = ("datatrove", "webmill") if i % 2 == 0 else ("webmill", "datatrove")
+            pair = {"order": "/".join(order), "load_at_start": la}
+            for side in order:
+                out = args.out / f"run-{side}"
+                print(f"pair {i + 1}/{args.pairs}: {side} ...", file=sys.stderr, flush=True)
+                r = (run_datatrove if side == "datatrove" else run_webmill)(args.corpus, out, args.workers)
+                r["docs_per_s"] = n_docs / r["wall_s"]
+                r.update(datatrove_stats(out) if side == "datatrove" else webmill_stats(out))
+                pair[side] = r
+                print(f"  {side}: {r['wall_s']:.1f} s, {r['docs_per_s']:.2f} docs/s "
+                      f"(load {r['load_mean']:.1f})", file=sys.stderr, flush=True)
+            pair["ratio"] = pair["webmill"]["docs_per_s"] / pair["datatrove"]["docs_per_s"]
+            pair["agreement"] = agreement(kept_datatrove(args.out / "run-datatrove"),
+                                          kept_webmill(args.out / "run-webmill"), table)
+            print(f"  ratio {pair['ratio']:.2f}x, Jaccard docs {pair['agreement']['jaccard_docs']:.3f}, "
+                  f"urls {pair['agreement']['jaccard_urls']:.3f}", file=sys.stderr, flush=True)
+            results["pairs"].append(pair)
+        ratios = [p["ratio"] for p in results["pairs"]]
+        results["median_ratio"] = statistics.median(ratios)
+        results["median_jaccard_docs"] = statistics.median(p["agreement"]["jaccard_docs"] for p in results["pairs"])
+        results["median_jaccard_urls"] = statistics.median(p["agreement"]["jaccard_urls"] for p in results["pairs"])
+        (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+
+    if not args.no_diagnose:
+        dcorpus = args.diag_corpus or args.corpus
+        dtable = table if dcorpus == args.corpus else record_table(sorted(dcorpus.glob("*.warc.gz")))
+        print(f"diagnosis runs on {dcorpus} ...", file=sys.stderr, flush=True)
+        rd = run_datatrove(dcorpus, args.out / "diag-datatrove", args.workers, diagnose=True)
+        rw = run_webmill(dcorpus, args.out / "diag-webmill", args.workers, diagnose=True)
+        results["diagnosis"] = {"corpus": str(dcorpus), "datatrove_run": rd, "webmill_run": rw,
+                                **analyse(args.out / "diag-datatrove", args.out / "diag-webmill", dtable)}
+        (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+
+    print_report(results)
+
+
+def print_report(res: dict) -> None:
+    print(f"\nCorpus: {res['files']} files, {res['records']:,} records, {res['html_docs']:,} HTML docs; "
+          f"{res['workers']} workers on {res['cpus']} CPUs")
+    for side, v in res["versions"].items():
+        print(f"  {side}: " + ", ".join(f"{k} {x}" for k, x in v.items()))
+    if res["pairs"]:
+        print("\n| pair | order | datatrove s | datatrove docs/s | webmill s | webmill docs/s | ratio | "
+              "kept dt / wm | Jaccard docs | Jaccard URLs | timeouts dt / wm | load (mean) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for i, p in enumerate(res["pairs"], 1):
+            d, w, a = p["datatrove"], p["webmill"], p["agreement"]
+            print(f"| {i} | {p['order']} | {d['wall_s']:.1f} | {d['docs_per_s']:.2f} | {w['wall_s']:.1f} | "
+                  f"{w['docs_per_s']:.2f} | {p['ratio']:.2f}× | {a['kept_datatrove']} / {a['kept_webmill']} | "
+                  f"{a['jaccard_docs']:.3f} | {a['jaccard_urls']:.3f} | {d.get('timeouts', '?')} / "
+                  f"{w.get('timeouts', '?')} | {d['load_mean']:.1f} / {w['load_mean']:.1f} |")
+        print(f"\nmedian ratio {res['median_ratio']:.2f}× (goal ≥ 2.0×); median Jaccard docs "
+              f"{res['median_jaccard_docs']:.3f}, URLs {res['median_jaccard_urls']:.3f} (goal ≥ 0.9)")
+    dg = res.get("diagnosis")
+    if dg:
+        print(f"\nDiagnosis ({dg['corpus']}): kept datatrove {dg['kept_datatrove']}, webmill "
+              f"{dg['kept_webmill']}, both {dg['both']}; Jaccard docs {dg['jaccard_docs']:.3f}, URLs "
+              f"{dg['jaccard_urls']:.3f}, status-200 only {dg['jaccard_docs_200']:.3f}; "
+              f"datatrove kept {dg['kept_datatrove_non200']} non-200 pages")
+        print(f"  datatrove: {dg['datatrove']}; webmill: {dg['webmill']}")
+        print("  kept by datatrove only → webmill's reason:")
+        for r, n in dg["kept_by_datatrove_only"].items():
+            print(f"    {n:5d}  {r}   e.g. {', '.join(dg['examples_datatrove_only'][r])}")
+        print("  kept by webmill only → datatrove's reason:")
+        for r, n in dg["kept_by_webmill_only"].items():
+            print(f"    {n:5d}  {r}   e.g. {', '.join(dg['examples_webmill_only'][r])}")
+
+
+if __name__ == "__main__":
+    main()
