@@ -54,7 +54,7 @@ def load_documents(rebuild: bool) -> list[dict]:
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     docs = [{"file": d["file"], "url": d["url"], "text": d["text"]}
-            for d in example.web_documents(WARC_DIR) if d["text"].strip()]
+            for d in example.web_documents(WARC_DIR, extras=False) if d["text"].strip()]
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     with CACHE.open("w", encoding="utf-8") as f:
         for d in docs:

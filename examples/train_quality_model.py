@@ -93,8 +93,13 @@ def boilerplate_lines(html: str, main_text: str) -> str:
     """Lines of the full-page text (resiliparse, ``main_content=False``) absent from ``main_text``."""
     from resiliparse.extract.html2text import extract_plain_text
 
+    from resiliparse.parse.html import HTMLParserException
+
     main = {" ".join(ln.split()) for ln in main_text.splitlines()}
-    full = extract_plain_text(html, main_content=False, alt_texts=False) or ""
+    try:
+        full = extract_plain_text(html, main_content=False, alt_texts=False) or ""
+    except HTMLParserException:
+        return ""
     lines = [" ".join(ln.split()) for ln in full.splitlines()]
     return "\n".join(ln for ln in lines if ln and ln not in main)
 
@@ -143,12 +148,19 @@ def read_archive(path: Path) -> list[dict]:
     return records
 
 
-def web_documents(warc_dir: Path, names: set[str] | None = None, exclude: tuple[str, ...] = ()) -> list[dict]:
+#: Pages above this many characters get no navigation/boilerplate text: lxml needed 22 s and
+#: 3.8 GB for the 1.9 MB edge-case page ``ia-cdxwriter_giant_html`` (its text is not English).
+MAX_EXTRAS_CHARS = 1_000_000
+
+
+def web_documents(warc_dir: Path, names: set[str] | None = None, exclude: tuple[str, ...] = (),
+                  extras: bool = True) -> list[dict]:
     """Extracted documents of the shared WARC/WET/ARC files (``names``: only those files).
 
     Returns dicts with ``file``, ``url``, ``text`` (the pipeline's extractor:
     :func:`webmill.curate.extract.extract_text`), ``nav`` (link texts) and ``boilerplate``
-    (:func:`boilerplate_lines`); the last two are "" for WET records.
+    (:func:`boilerplate_lines`); the last two are "" for WET records, for pages longer than
+    :data:`MAX_EXTRAS_CHARS`, and when ``extras`` is False.
     """
     docs = []
     for path in sorted(p for p in warc_dir.rglob("*") if p.is_file() and p.suffix != ".md"):
@@ -165,8 +177,10 @@ def web_documents(warc_dir: Path, names: set[str] | None = None, exclude: tuple[
                 except Exception as e:  # lxml/trafilatura fail on a few real pages: no text then
                     print(f"{path.name} {rec['url']}: extraction failed ({type(e).__name__})", file=sys.stderr)
                     text = ""
-                docs.append({"file": path.name, "url": rec["url"], "text": text, "nav": link_texts(html),
-                             "boilerplate": boilerplate_lines(html, text)})
+                more = extras and len(html) <= MAX_EXTRAS_CHARS
+                docs.append({"file": path.name, "url": rec["url"], "text": text,
+                             "nav": link_texts(html) if more else "",
+                             "boilerplate": boilerplate_lines(html, text) if more else ""})
     return docs
 
 

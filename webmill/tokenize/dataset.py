@@ -214,6 +214,15 @@ def tokenize_dataset(
     num_threads = num_threads or len(os.sched_getaffinity(0))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if Path(tokenizer).is_dir():
+        # A trained tokenizer travels with its shards: copied to OUT/shards/tokenizer/, and the
+        # manifest's tokenizer.path (relative to the shard dir) points at it.
+        from webmill.tokenize.encoding import CONFIG_FILE, RANKS_FILE
+
+        (out / "tokenizer").mkdir(exist_ok=True)
+        for f in (RANKS_FILE, CONFIG_FILE):
+            shutil.copyfile(Path(tokenizer) / f, out / "tokenizer" / f)
+        info = {**info, "path": "tokenizer"}
 
     for stale in out.glob(".tokenize-*"):  # spill dirs left by a killed run
         if stale.is_dir():
