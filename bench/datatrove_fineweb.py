@@ -3,7 +3,11 @@
 Run with the benchmark venv (datatrove must never enter the project venv)::
 
     bench/.venv-datatrove/bin/python bench/datatrove_fineweb.py INPUT_DIR OUT_DIR [--tasks N] [--workers 2]
-        [--exclusions]
+        [--exclusions] [--timeout 1]
+    bench/.venv-datatrove/bin/python bench/datatrove_fineweb.py --rules-only IN.jsonl OUT.jsonl
+
+The second form runs only the four rule filters on given texts (pipeline_vs_datatrove.py
+``--rules-only`` uses it to separate rule differences from extractor differences).
 
 Pipeline (datatrove's ``examples/fineweb.py``, first stage, without the MinHash stages):
 WarcReader → URLFilter → Trafilatura(favour_precision=True, timeout=1) →
@@ -92,7 +96,7 @@ class IdLog(PipelineStep):
                 yield doc
 
 
-def build_pipeline(inp: str, out: Path, exclusions: bool) -> list:
+def build_pipeline(inp: str, out: Path, exclusions: bool, timeout: float = 1.0) -> list:
     def excl(name: str):
         return JsonlWriter(str(out / "excluded" / name)) if exclusions else None
 
@@ -105,7 +109,7 @@ def build_pipeline(inp: str, out: Path, exclusions: bool) -> list:
         WarcReader(inp, glob_pattern="*.warc.gz", default_metadata={"dump": "bench"}),
         *ids("0_read"),
         OfflineURLFilter(exclusion_writer=excl("1_url")),
-        Trafilatura(favour_precision=True, timeout=1.0),
+        Trafilatura(favour_precision=True, timeout=timeout),
         *ids("1_extracted"),
         lang,
         GopherRepetitionFilter(exclusion_writer=excl("3_gopher_rep")),
@@ -116,18 +120,64 @@ def build_pipeline(inp: str, out: Path, exclusions: bool) -> list:
     ]
 
 
+RULES = (("gopher_repetition", GopherRepetitionFilter, {}), ("gopher_quality", GopherQualityFilter, {}),
+         ("c4", C4QualityFilter, {"filter_no_terminal_punct": False}),
+         ("fineweb", FineWebQualityFilter, {}))
+
+
+def rules_only(inp: Path, out: Path) -> None:
+    """Run datatrove's four rule filters on the texts of ``inp`` (JSONL: id, text); write one
+    JSON line per document: each rule alone on the original text (``rules``: name → reason or
+    null) and the chain in FineWeb's order (``chain``: first dropping rule:reason or null)."""
+    import json
+
+    from datatrove.data import Document
+
+    filters = [(name, cls(**kw)) for name, cls, kw in RULES]
+
+    def decide(f, doc):
+        r = f.filter(doc)
+        if r is True or (isinstance(r, tuple) and r[0]):
+            return None
+        return r[1] if isinstance(r, tuple) else "dropped"
+
+    t0 = time.perf_counter()
+    n = 0
+    with open(inp, encoding="utf-8") as fi, open(out, "w", encoding="utf-8") as fo:
+        for line in fi:
+            d = json.loads(line)
+            res = {}
+            for name, f in filters:
+                res[name] = decide(f, Document(text=d["text"], id=d["id"], metadata={"url": d.get("url", "")}))
+            doc = Document(text=d["text"], id=d["id"], metadata={"url": d.get("url", "")})
+            chain = None
+            for name, f in filters:
+                r = decide(f, doc)  # C4 edits doc.text in place, as in the pipeline
+                if r is not None:
+                    chain = f"{name}:{r}"
+                    break
+            fo.write(json.dumps({"id": d["id"], "rules": res, "chain": chain}) + "\n")
+            n += 1
+    print(f"datatrove rules: {n} documents in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--rules-only":
+        # bench/.venv-datatrove/bin/python bench/datatrove_fineweb.py --rules-only IN.jsonl OUT.jsonl
+        rules_only(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("input_dir")
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--tasks", type=int, default=0, help="tasks [number of *.warc.gz inputs]")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--exclusions", action="store_true", help="write dropped documents per filter")
+    ap.add_argument("--timeout", type=float, default=1.0, help="extraction timeout per document [1 s, FineWeb]")
     args = ap.parse_args()
     tasks = args.tasks or len(list(Path(args.input_dir).glob("*.warc.gz")))
     t0 = time.perf_counter()
     LocalPipelineExecutor(
-        pipeline=build_pipeline(args.input_dir, args.out_dir, args.exclusions),
+        pipeline=build_pipeline(args.input_dir, args.out_dir, args.exclusions, args.timeout),
         tasks=tasks, workers=args.workers, logging_dir=str(args.out_dir / "logs"),
         skip_completed=False,
     ).run()

@@ -6,6 +6,7 @@ Usage (project venv; the datatrove side runs in ``bench/.venv-datatrove``, see R
     .venv/bin/python bench/pipeline_vs_datatrove.py            # 3 alternating pairs + analysis
     .venv/bin/python bench/pipeline_vs_datatrove.py --pairs 5 --wait-s 600 --max-load 4
     .venv/bin/python bench/pipeline_vs_datatrove.py --diagnose-only --corpus bench/out/corpus-diag
+    .venv/bin/python bench/pipeline_vs_datatrove.py --rules-only   # rule chains on the same texts
 
 A = datatrove (``bench/datatrove_fineweb.py``: WarcReader → URLFilter → Trafilatura(favour_precision,
 timeout=1) → LanguageFilter(en, 0.65) → GopherRepetition → GopherQuality → C4Quality(
@@ -92,23 +93,26 @@ def pre_document_reason(info: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # Runs
 
-def run_datatrove(corpus: Path, out: Path, workers: int, diagnose: bool = False) -> dict:
+def run_datatrove(corpus: Path, out: Path, workers: int, diagnose: bool = False,
+                  timeout: float = 1.0) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     cmd = [str(DATATROVE_PY), str(BENCH / "datatrove_fineweb.py"), str(corpus), str(out),
-           "--workers", str(workers)] + (["--exclusions"] if diagnose else [])
+           "--workers", str(workers), "--timeout", str(timeout)] + (["--exclusions"] if diagnose else [])
     return _timed(cmd, out / "run.log")
 
 
-def run_webmill(corpus: Path, out: Path, workers: int, diagnose: bool = False) -> dict:
+def run_webmill(corpus: Path, out: Path, workers: int, diagnose: bool = False,
+                timeout: float = 1.0) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     files = sorted(str(p) for p in corpus.glob("*.warc.gz"))
     cmd = [str(CURATE), "run", *files, "-o", str(out / "curate"), "--no-dedup", "--no-pii",
            "--no-tokenize", "--no-report", "--workers", str(workers)]
     out.mkdir(parents=True)
-    if diagnose:
-        (out / "diag.toml").write_text("[output]\nwrite_removed = true\n")
-        cmd += ["-c", str(out / "diag.toml")]
+    if diagnose or timeout != 1.0:
+        (out / "bench.toml").write_text(f"[output]\nwrite_removed = {str(diagnose).lower()}\n"
+                                        f"[extract]\ntimeout_s = {float(timeout)}\n")
+        cmd += ["-c", str(out / "bench.toml")]
     return _timed(cmd, out / "run.log")
 
 
@@ -152,15 +156,19 @@ def datatrove_stats(out: Path) -> dict:
     p = out / "logs" / "stats.json"
     if not p.is_file():
         return {}
+
+    def total(v):
+        return v.get("total", 0) if isinstance(v, dict) else (v or 0)
+
     res = {}
     for step in json.loads(p.read_text()):
         name, st = step.get("name", ""), step.get("stats", {})
         if "Warc" in name:
-            res["read"] = st.get("documents", {}).get("total", st.get("documents"))
+            res["read"] = total(st.get("documents"))
         if "Trafilatura" in name:
-            res["extracted"] = st.get("extracted", {}).get("total", st.get("extracted"))
-            t = st.get("timeout", 0)
-            res["timeouts"] = t.get("total", t) if isinstance(t, dict) else t
+            res["extracted"] = total(st.get("forwarded"))
+            res["timeouts"] = total(st.get("timeout"))
+            res["extract_s"] = round(total(step.get("time_stats")), 1)
     return res
 
 
@@ -263,6 +271,95 @@ def analyse(dt_out: Path, wm_out: Path, table: dict, examples: int = 3) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Rules only: the same texts through both rule chains (separates rule from extractor differences)
+
+RULE_NAMES = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+
+
+def build_rule_texts(path: Path) -> None:
+    """Extract (webmill's trafilatura settings, in this process) every status-200 HTML response
+    of the shared WARC/ARC files, label it with lid.176 and write the English ones (score ≥
+    0.65) as JSONL: id, url, text, language_score."""
+    from common import WARC_DIR
+    from webmill.curate.extract import decode_html, extract_text
+    from webmill.filters.language import LanguageFilter
+
+    lid = LanguageFilter()
+    n = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fo:
+        for f in sorted(WARC_DIR.iterdir()):
+            if not f.name.endswith((".warc.gz", ".arc.gz")) or ".wet" in f.name:
+                continue
+            for rec in iter_records(str(f), []):
+                if rec.rec_type != "response" or rec.http_status != 200 or "html" not in rec.content_type:
+                    continue
+                text = extract_text(decode_html(rec.read_payload(), rec.charset)).strip()
+                if not text:
+                    continue
+                lang, score = lid.predict(text)
+                if lang == "en" and score >= 0.65:
+                    fo.write(json.dumps({"id": document_id(f.name, rec.record_id), "url": rec.url,
+                                         "text": text, "language_score": score}) + "\n")
+                    n += 1
+    print(f"rule texts: {n} English documents → {path}", file=sys.stderr)
+
+
+def rules_compare(texts: Path, out_dir: Path) -> dict:
+    from webmill.config import load_config
+    from webmill.curate.documents import build_rules
+    from webmill.filters.base import Document
+
+    docs = [json.loads(x) for x in texts.read_text(encoding="utf-8").splitlines() if x]
+    rules = dict(zip(RULE_NAMES, build_rules(load_config())))
+    t0 = time.perf_counter()
+    ours = {}
+    for d in docs:
+        res = {}
+        for name, rule in rules.items():
+            keep, why = rule.filter(Document(text=d["text"], url=d["url"], id=d["id"], metadata={"language": "en"}))
+            res[name] = None if keep else why
+        doc = Document(text=d["text"], url=d["url"], id=d["id"], metadata={"language": "en"})
+        chain = None
+        for name, rule in rules.items():
+            keep, why = rule.filter(doc)
+            if not keep:
+                chain = f"{name}:{why}"
+                break
+        ours[d["id"]] = {"rules": res, "chain": chain}
+    ours_s = time.perf_counter() - t0
+    dt_out = out_dir / "rules-datatrove.jsonl"
+    t0 = time.perf_counter()
+    subprocess.run([str(DATATROVE_PY), str(BENCH / "datatrove_fineweb.py"), "--rules-only", str(texts),
+                    str(dt_out)], check=True)
+    dt_s = time.perf_counter() - t0
+    theirs = {d["id"]: d for d in map(json.loads, dt_out.read_text().splitlines())}
+    per_rule = {}
+    for name in RULE_NAMES:
+        c = Counter()
+        for k, o in ours.items():
+            a, b = o["rules"][name], theirs[k]["rules"][name]
+            if a is None and b is None:
+                c["both keep"] += 1
+            elif a is not None and b is not None:
+                c["both drop"] += 1
+            elif a is not None:
+                c[f"webmill only drops: {a}"] += 1
+            else:
+                c[f"datatrove only drops: {b}"] += 1
+        per_rule[name] = dict(c.most_common())
+    kept_o = {k for k, o in ours.items() if o["chain"] is None}
+    kept_t = {k for k, t in theirs.items() if t["chain"] is None}
+    diff = Counter()
+    for k in kept_o ^ kept_t:
+        diff[f"webmill {ours[k]['chain'] or 'keeps'} / datatrove {theirs[k]['chain'] or 'keeps'}"] += 1
+    return {"documents": len(docs), "kept_webmill": len(kept_o), "kept_datatrove": len(kept_t),
+            "jaccard": jaccard(kept_o, kept_t), "per_rule": per_rule,
+            "chain_disagreements": dict(diff.most_common()),
+            "seconds_webmill_1core": round(ours_s, 2), "seconds_datatrove_1core_incl_startup": round(dt_s, 2)}
+
+
+# ---------------------------------------------------------------------------------------------
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -275,8 +372,25 @@ def main() -> None:
                     "[--corpus]")
     ap.add_argument("--no-diagnose", action="store_true", help="skip the disagreement analysis runs")
     ap.add_argument("--diagnose-only", action="store_true", help="only the analysis runs")
+    ap.add_argument("--diag-timeout", type=float, default=1.0, help="extraction timeout of the "
+                    "diagnosis runs, both sides [1 s as in the timed runs; a large value takes "
+                    "load-dependent timeouts out of the agreement]")
+    ap.add_argument("--reuse-diag", action="store_true", help="analyse the existing diagnosis "
+                    "run directories instead of running them again")
+    ap.add_argument("--rules-only", action="store_true", help="only compare the rule chains on the "
+                    "same extracted texts (no pipelines, no timing pairs)")
+    ap.add_argument("--texts", type=Path, default=RESULTS_DIR / "rule-texts.jsonl",
+                    help="texts for --rules-only (built from the shared WARCs when missing)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args()
+    if args.rules_only:
+        if not args.texts.is_file():
+            build_rule_texts(args.texts)
+        args.out.mkdir(parents=True, exist_ok=True)
+        rc = rules_compare(args.texts, args.out)
+        (args.out / "rules.json").write_text(json.dumps(rc, indent=1))
+        print_rules(rc)
+        return
 
     man = read_manifest(args.corpus)
     files = sorted(args.corpus.glob("*.warc.gz"))
@@ -327,13 +441,29 @@ def main() -> None:
         dcorpus = args.diag_corpus or args.corpus
         dtable = table if dcorpus == args.corpus else record_table(sorted(dcorpus.glob("*.warc.gz")))
         print(f"diagnosis runs on {dcorpus} ...", file=sys.stderr, flush=True)
-        rd = run_datatrove(dcorpus, args.out / "diag-datatrove", args.workers, diagnose=True)
-        rw = run_webmill(dcorpus, args.out / "diag-webmill", args.workers, diagnose=True)
-        results["diagnosis"] = {"corpus": str(dcorpus), "datatrove_run": rd, "webmill_run": rw,
+        if args.reuse_diag:
+            rd = rw = {}
+        else:
+            rd = run_datatrove(dcorpus, args.out / "diag-datatrove", args.workers, True, args.diag_timeout)
+            rw = run_webmill(dcorpus, args.out / "diag-webmill", args.workers, True, args.diag_timeout)
+        results["diagnosis"] = {"corpus": str(dcorpus), "timeout_s": args.diag_timeout,
+                                "datatrove_run": rd, "webmill_run": rw,
                                 **analyse(args.out / "diag-datatrove", args.out / "diag-webmill", dtable)}
         (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
 
     print_report(results)
+
+
+def print_rules(rc: dict) -> None:
+    print(f"\nRules only, same texts ({rc['documents']} English documents, trafilatura 2.3.1 text): kept "
+          f"webmill {rc['kept_webmill']}, datatrove {rc['kept_datatrove']}, Jaccard {rc['jaccard']:.3f}")
+    for name, c in rc["per_rule"].items():
+        print(f"  {name}: " + "; ".join(f"{k} {v}" for k, v in c.items()))
+    print("  chain disagreements:")
+    for k, v in rc["chain_disagreements"].items():
+        print(f"    {v:4d}  {k}")
+    print(f"  time: webmill {rc['seconds_webmill_1core']} s, datatrove "
+          f"{rc['seconds_datatrove_1core_incl_startup']} s (incl. its start-up), one core each")
 
 
 def print_report(res: dict) -> None:
@@ -355,7 +485,7 @@ def print_report(res: dict) -> None:
               f"{res['median_jaccard_docs']:.3f}, URLs {res['median_jaccard_urls']:.3f} (goal ≥ 0.9)")
     dg = res.get("diagnosis")
     if dg:
-        print(f"\nDiagnosis ({dg['corpus']}): kept datatrove {dg['kept_datatrove']}, webmill "
+        print(f"\nDiagnosis ({dg['corpus']}, extraction timeout {dg['timeout_s']:g} s): kept datatrove {dg['kept_datatrove']}, webmill "
               f"{dg['kept_webmill']}, both {dg['both']}; Jaccard docs {dg['jaccard_docs']:.3f}, URLs "
               f"{dg['jaccard_urls']:.3f}, status-200 only {dg['jaccard_docs_200']:.3f}; "
               f"datatrove kept {dg['kept_datatrove_non200']} non-200 pages")

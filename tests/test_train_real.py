@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -43,11 +44,14 @@ def texts():
     return t
 
 
-def write_real_shards(out, enc, texts):
+def write_real_shards(out, enc, texts, tokenizer_dir=None):
     from webmill.tokenize.encoding import tokenizer_info
     from webmill.tokenize.shards import ShardWriter
 
     info = tokenizer_info(enc)
+    if tokenizer_dir is not None:  # as `curate tokenize` does: the trained tokenizer travels along
+        shutil.copytree(tokenizer_dir, out / "tokenizer")
+        info["path"] = "tokenizer"
     docs = [np.array(ids + [info["eot_id"]]) for ids in enc.encode_ordinary_batch(texts, num_threads=1)]
     with ShardWriter(out, info, shard_tokens=150_000, row_group_rows=50) as w:
         for i, d in enumerate(docs):
@@ -66,7 +70,7 @@ def test_loss_falls_on_real_shards_with_a_trained_vocab(texts, tmp_path):
 
     tok_dir = tmp_path / "tok"
     enc = train_tokenizer(texts[1::10] + texts[2::10], 2048, tok_dir)  # disjoint from val (i % 10 == 0)
-    manifest = write_real_shards(tmp_path / "shards", enc, texts)
+    manifest = write_real_shards(tmp_path / "shards", enc, texts, tokenizer_dir=tok_dir)
     assert manifest["dtype"] == "uint16" and manifest["splits"]["train"]["num_tokens"] > 300_000
     assert len([f for f in manifest["files"] if f["split"] == "train"]) >= 2
     run = tmp_path / "run"
@@ -74,7 +78,7 @@ def test_loss_falls_on_real_shards_with_a_trained_vocab(texts, tmp_path):
                "--n-head", "4", "--n-embd", "64", "--block-size", "64", "--micro-batch", "8",
                "--max-steps", "60", "--lr", "1e-2", "--warmup-steps", "5", "--eval-every", "30",
                "--val-tokens", "8192", "--sample-every", "60", "--sample-tokens", "8",
-               "--sample-prompt", "The web", "--tokenizer", str(tok_dir), "--no-tensorboard")
+               "--sample-prompt", "The web", "--no-tensorboard")
     assert r.exit_code == 0, r.output
     assert "step    60/60 | loss" in r.stdout  # printed every step
     m = metrics(run)
@@ -88,8 +92,11 @@ def test_loss_falls_on_real_shards_with_a_trained_vocab(texts, tmp_path):
     assert [x["step"] for x in val] == [0, 30, 60]
     assert val[0]["val_loss"] > val[1]["val_loss"] > val[2]["val_loss"]
     assert val[-1]["val_loss"] < val[0]["val_loss"] - 0.8
-    # the tokenizer directory decodes samples to text (not token ids)
+    # the tokenizer shipped with the shards (manifest tokenizer.path) decodes samples to text
     assert m["sample"] and all(not s["text"].startswith("<ids:") for s in m["sample"])
+    shutil.rmtree(tok_dir)  # the checkpoint records the shards' copy; `train sample` finds it
+    r = invoke("sample", "--checkpoint", str(run), "--prompt", "The web", "--max-tokens", "5", "--seed", "1")
+    assert r.exit_code == 0 and "note:" not in r.output and r.stdout.count("The web") == 2, r.output
 
 
 def test_cl100k_vocab_trains_on_real_shards(texts, tmp_path):

@@ -106,7 +106,7 @@ def run(
 ) -> None:
     """Run the whole pipeline: per-document stages → dedup → PII/quality → token shards."""
     from webmill.config import config_hash, load_config
-    from webmill.curate.pipeline import discover_inputs, init_ray, run_documents
+    from webmill.curate.pipeline import check_inputs, discover_inputs, init_ray, run_documents
 
     overrides: dict = {}
     if extractor:
@@ -124,20 +124,27 @@ def run(
     overrides.setdefault("pii", {})["enabled"] = pii
     cfg = load_config(config, overrides)
     files = discover_inputs(inputs)
+    files, rejected = check_inputs(files)
     out = out or default_out(inputs)
     _check_writable(out)
     print(f"curate run: {len(files)} input files → {out}", file=sys.stderr)
+    for r in rejected:
+        print(f"skipped (not readable): {r['input']}: {r['reason']}", file=sys.stderr)
     init_ray(ray_address)
     progress = _Progress(len(files), "documents")
     try:
-        res = run_documents(files, out, cfg, force=force, on_progress=progress)
+        res = run_documents(files, out, cfg, force=force, on_progress=progress, rejected=rejected)
     finally:
         progress.close()
     if res["skipped"]:
         print(f"skipped {len(res['skipped'])} inputs with completion markers (use --force to redo)",
               file=sys.stderr)
     for f in res["failed"]:
-        print(f"failed: {f['input']}: {f['reason']}", file=sys.stderr)
+        if f not in rejected:
+            print(f"failed: {f['input']}: {f['reason']}", file=sys.stderr)
+    if res["failed"]:
+        print(f"{len(res['failed'])} inputs failed; they are listed in {out / 'failed.jsonl'} "
+              "(rerun the same command to retry them)", file=sys.stderr)
     _global_steps(out, cfg, config_hash(cfg), do_tokenize=tokenize)
     if report:
         _report(out)

@@ -106,8 +106,27 @@ def _recv(stream) -> bytes:
     return _recv_exact(stream, n)
 
 
-def child_main(extractor: str) -> None:
-    """Loop of the extraction subprocess: length-prefixed UTF-8 HTML in, status + text out."""
+def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Exit this process as soon as its parent is gone (a killed Ray worker must not leave an
+    extraction busy on a page for minutes): a daemon thread polls the parent pid."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def child_main(extractor: str, parent_pid: int | None = None) -> None:
+    """Loop of the extraction subprocess: length-prefixed UTF-8 HTML in, status + text out.
+
+    With ``parent_pid`` the process exits within about a second of its parent's death.
+    """
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # library prints must not corrupt the protocol
     extract_text("<html><body><p>warm up</p></body></html>", extractor)
@@ -155,7 +174,8 @@ class Extractor:
         # A fresh interpreter (not fork: Ray workers hold threads); single-threaded BLAS.
         env = dict(os.environ, OMP_NUM_THREADS="1")
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", f"from webmill.curate.extract import child_main; child_main({self.extractor!r})"],
+            [sys.executable, "-c", "from webmill.curate.extract import child_main; "
+             f"child_main({self.extractor!r}, {os.getpid()})"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         if not self._wait_readable(120) or _recv(self._proc.stdout) != b"ready":
             self._kill()

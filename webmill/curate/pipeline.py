@@ -75,6 +75,46 @@ def discover_inputs(specs: list[str]) -> list[str]:
     return files
 
 
+def check_inputs(files: list[str]) -> tuple[list[str], list[dict]]:
+    """Refuse local inputs that are certainly not archives, before any worker starts.
+
+    Each local file is sniffed (:func:`webmill.curate.readers.sniff_format`: its first bytes,
+    decompressed when gzip): an empty file, one without a WARC/ARC record header in its first
+    1 MB, or one that cannot be opened is rejected with the reason. Remote inputs (URLs) are not
+    opened here; their readers report problems in their stats.
+
+    Returns:
+        ``(usable, rejected)``: the inputs to process, and ``[{"input", "reason"}]``.
+
+    Raises:
+        UserError: no input is usable (names the first bad file and why).
+    """
+    from webmill.curate.readers import sniff_format
+
+    usable, rejected = [], []
+    for f in files:
+        reason = None
+        if "://" not in f:
+            try:
+                kind = sniff_format(f)
+            except OSError as e:
+                kind, reason = "", f"cannot be read: {e.strerror or e}"
+            if kind == "empty":
+                reason = "empty file (0 bytes, or only empty gzip members): re-download it or leave it out"
+            elif kind == "unknown":
+                reason = ("not a WARC/WET/ARC file (no WARC/1.x or ARC record header in its first 1 MB): "
+                          "give WARC, WET or ARC files (.warc.gz, .warc.wet.gz, .arc.gz, ...)")
+        if reason:
+            rejected.append({"input": f, "reason": reason})
+        else:
+            usable.append(f)
+    if not usable:
+        first = rejected[0]
+        more = f" (and {len(rejected) - 1} more inputs like it)" if len(rejected) > 1 else ""
+        raise UserError(f"{first['input']}: {first['reason']}{more}")
+    return usable, rejected
+
+
 def assign_stems(files: list[str]) -> dict[str, str]:
     """Map each input to a unique, rerun-stable output stem.
 
@@ -151,13 +191,56 @@ def _worker_class():
     return FileWorker
 
 
+def remove_stale_temps(out: Path) -> int:
+    """Delete the temp files (``.<name>.<pid>.tmp``) a killed run left in the per-file output
+    directories; returns how many. Never run two ``curate run`` on one OUT at the same time."""
+    n = 0
+    for sub in ("documents", "stats", "markers", "removed"):
+        d = Path(out) / sub
+        if d.is_dir():
+            for tmp in d.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def update_failed_list(out: Path, files: list[str], failed: list[dict]) -> None:
+    """Rewrite ``OUT/failed.jsonl`` so that it lists the inputs that are failed *now*.
+
+    Entries of inputs handled by this run (``files``: done, skipped or failed again) are replaced
+    by this run's failures; entries of other inputs (an earlier run over more files) are kept.
+    The file is removed when nothing is left.
+    """
+    path = Path(out) / "failed.jsonl"
+    handled = set(files)
+    keep = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if item.get("input") not in handled:
+                keep.append(item)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    keep += [{**item, "time": now} for item in failed]
+    if not keep:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(item) + "\n" for item in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def run_documents(files: list[str], out: Path, cfg: dict, force: bool = False,
-                  on_progress: Callable[[dict], None] | None = None) -> dict:
+                  on_progress: Callable[[dict], None] | None = None,
+                  rejected: list[dict] | None = None) -> dict:
     """Run the per-document stages over ``files`` on the current Ray cluster.
 
-    Skips inputs whose marker exists (unless ``force``). Returns ``{"done": [stats...],
-    "skipped": [paths], "failed": [{"input", "reason"}]}`` and appends failures to
-    ``OUT/failed.jsonl``.
+    Skips inputs whose marker exists (unless ``force``); ``rejected`` (from
+    :func:`check_inputs`) are reported as failed without being run. Returns ``{"done":
+    [stats...], "skipped": [paths], "failed": [{"input", "reason"}]}`` and keeps
+    ``OUT/failed.jsonl`` listing the inputs that failed (see :func:`update_failed_list`).
     """
     import ray
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
@@ -165,7 +248,11 @@ def run_documents(files: list[str], out: Path, cfg: dict, force: bool = False,
     from webmill.config import config_hash
 
     out = Path(out)
+    rejected = list(rejected or [])
+    all_inputs = list(files) + [r["input"] for r in rejected if r["input"] not in files]
+    files = [f for f in files if f not in {r["input"] for r in rejected}]
     stems = assign_stems(files)
+    remove_stale_temps(out)
     pending, skipped = [], []
     cfg_hash = config_hash(cfg)
     for f in files:
@@ -177,8 +264,9 @@ def run_documents(files: list[str], out: Path, cfg: dict, force: bool = False,
                 print(f"note: {f} was processed with another config; rerun with --force to redo it")
         else:
             pending.append(f)
-    result = {"done": [], "skipped": skipped, "failed": []}
+    result = {"done": [], "skipped": skipped, "failed": rejected}
     if not pending:
+        update_failed_list(out, all_inputs, result["failed"])
         return result
     # Warm the blocklist hash cache once in the driver so that actors only memory-map it.
     if cfg["url_filter"].get("enabled", True) and cfg["url_filter"].get("use_ut1", True):
@@ -210,15 +298,6 @@ def run_documents(files: list[str], out: Path, cfg: dict, force: bool = False,
         actor, path = running.pop(ref)
         try:
             stats = ray.get(ref)
-            result["done"].append(stats)
-            if on_progress:
-                on_progress(stats)
-            uses[actor] = uses.get(actor, 0) + 1
-            if uses[actor] >= rc["max_files_per_worker"] and queue:
-                ray.get(actor.shutdown.remote())
-                ray.kill(actor)
-                actor = Worker.remote(cfg, str(out))
-            idle.append(actor)
         except (RayActorError, WorkerCrashedError) as e:
             attempts[path] = attempts.get(path, 0) + 1
             if attempts[path] <= rc["max_retries"]:
@@ -230,6 +309,21 @@ def run_documents(files: list[str], out: Path, cfg: dict, force: bool = False,
             cause = e.cause if getattr(e, "cause", None) is not None else e
             result["failed"].append({"input": path, "reason": f"{type(cause).__name__}: {cause}"[:500]})
             idle.append(actor)
+        else:
+            result["done"].append(stats)
+            if on_progress:
+                on_progress(stats)
+            uses[actor] = uses.get(actor, 0) + 1
+            if uses[actor] >= rc["max_files_per_worker"] and queue:
+                # Recycle the actor (bounds memory). Its file is done: a failure here must not
+                # count against (or re-queue) that file.
+                try:
+                    ray.get(actor.shutdown.remote(), timeout=60)
+                except Exception:  # noqa: BLE001 - the actor is replaced either way
+                    pass
+                ray.kill(actor)
+                actor = Worker.remote(cfg, str(out))
+            idle.append(actor)
         submit()
     for actor in idle:
         try:
@@ -237,8 +331,5 @@ def run_documents(files: list[str], out: Path, cfg: dict, force: bool = False,
         except Exception:  # noqa: BLE001 - best effort cleanup
             pass
         ray.kill(actor)
-    if result["failed"]:
-        with open(out / "failed.jsonl", "a", encoding="utf-8") as f:
-            for item in result["failed"]:
-                f.write(json.dumps({**item, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+    update_failed_list(out, all_inputs, result["failed"])
     return result

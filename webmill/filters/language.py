@@ -29,6 +29,9 @@ def load_fasttext(path: str | Path):
     p = Path(path)
     if not p.is_file():
         raise UserError(f"fastText model not found: {p} (check the model_path setting)")
+    from webmill.filters.quality import check_fasttext_file
+
+    check_fasttext_file(p)  # fastText loads a truncated file, then segfaults on predict
     try:
         return fasttext.load_model(str(p))
     except ValueError as e:

@@ -139,14 +139,14 @@ def sample_cmd(
     """Generate text from a checkpoint."""
     from webmill.train.checkpoint import load_checkpoint
     from webmill.train.model import GPT, GPTConfig
-    from webmill.train.sample import generate, load_tokenizer
+    from webmill.train.sample import generate, load_tokenizer, tokenizer_source
 
     state = load_checkpoint(checkpoint, map_location="cpu")
     model = GPT(GPTConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     model.to(device).eval()
     tok_info = state.get("tokenizer") or {}
-    tok, warn = load_tokenizer(tokenizer or tok_info.get("name"), tok_info or None)
+    tok, warn = load_tokenizer(tokenizer or tokenizer_source(tok_info), tok_info or None)
     if warn:
         typer.echo(f"note: {warn}", err=True)
     prompts: list[tuple[str, list[int]]] = []

@@ -19,6 +19,7 @@ import torch
 from webmill.errors import UserError
 from webmill.train.checkpoint import load_checkpoint
 from webmill.train.model import GPT, GPTConfig
+from webmill.train.sample import tokenizer_source
 
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -107,7 +108,7 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out)
-    wrote_tok, note = _export_tokenizer(tokenizer or tok.get("name"), tok, out)
+    wrote_tok, note = _export_tokenizer(tokenizer or tokenizer_source(tok), tok, out)
     return {"out_dir": str(out), "params": model.num_params(), "tokenizer": wrote_tok, "note": note}
 
 

@@ -32,7 +32,7 @@ from webmill.train.checkpoint import (
 )
 from webmill.train.data import ShardLoader, load_val_batches
 from webmill.train.model import GPT, GPTConfig, make_config
-from webmill.train.sample import generate, load_tokenizer
+from webmill.train.sample import generate, load_tokenizer, tokenizer_source
 
 DEFAULT_PROMPTS = ["Hello, I'm a language model,", "The most important thing about the web is"]
 
@@ -315,7 +315,10 @@ def train(cfg: TrainConfig) -> dict:
     say = print if (d.master and not cfg.quiet) else (lambda *a, **k: None)
 
     manifest = _check_shards(cfg, d)
-    tok = manifest["tokenizer"]
+    tok = dict(manifest["tokenizer"])
+    if tok.get("path"):  # a trained tokenizer shipped with the shards: keep its absolute path
+        p = Path(cfg.shards) / tok["path"]
+        tok["path"] = str(p.resolve()) if p.is_dir() else None
     ckpt = _resolve_resume(cfg, run)
 
     # ---- model ---------------------------------------------------------------------------
@@ -378,7 +381,7 @@ def train(cfg: TrainConfig) -> dict:
         model = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None,
                     broadcast_buffers=False)
 
-    tokenizer, warn = load_tokenizer(cfg.tokenizer or tok["name"], tok)
+    tokenizer, warn = load_tokenizer(cfg.tokenizer or tokenizer_source(tok, cfg.shards), tok)
     if warn:
         say(f"note: {warn}")
     flops_per_token = raw_model.estimate_flops_per_token(T)

@@ -6,6 +6,9 @@ token re-runs the model on the last ``block_size`` tokens.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -113,6 +116,21 @@ class Tokenizer:
         if self.enc is None:
             return "<ids: " + " ".join(map(str, ids)) + ">"
         return self.enc.decode(ids)
+
+
+def tokenizer_source(tok: dict, shard_dir: str | os.PathLike | None = None) -> str | None:
+    """Where to load a manifest's tokenizer from: its ``path`` directory if present, else its name.
+
+    ``curate tokenize`` copies a trained tokenizer next to the shards and records
+    ``tokenizer.path`` relative to the shard directory; checkpoints store it absolute.
+    """
+    if tok.get("path"):
+        p = Path(tok["path"])
+        if not p.is_absolute() and shard_dir is not None:
+            p = Path(shard_dir) / p
+        if p.is_dir():
+            return str(p.resolve())
+    return tok.get("name")
 
 
 def load_tokenizer(name: str | None, expected: dict | None = None) -> tuple[Tokenizer, str | None]:
