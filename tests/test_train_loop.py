@@ -9,7 +9,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import REPO, invoke, make_shards, one_thread, pattern_docs, run_cli  # noqa: F401
+from test_train_helpers import (  # noqa: F401
+    REPO,
+    invoke,
+    make_shards,
+    one_thread,
+    pattern_docs,
+    run_cli,
+)
 
 from webmill.errors import UserError
 from webmill.tokenize.shards import ShardError, check_shards
@@ -187,3 +194,11 @@ def test_compiled_training_matches_eager(shards, tmp_path):
         assert sa == sb and math.isclose(a, b, abs_tol=1e-4) and math.isclose(ga, gb, rel_tol=1e-3)
     ca, cb = load_checkpoint(tmp_path / "eager"), load_checkpoint(tmp_path / "compiled")
     assert ca["model"].keys() == cb["model"].keys()  # the bare model is saved, not the compiled wrapper
+
+
+def test_report_command_reads_the_metrics(shards, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_cfg(shards, run, max_steps=3, eval_every=1))
+    r = invoke("report", str(run))
+    assert r.exit_code == 0, r.output
+    assert (run / "report" / "report.html").is_file()

@@ -8,8 +8,6 @@ from test_train_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from webmill.train.model import GPT, PRESETS, GPTConfig, make_config
 
-
-
 SMALL = dict(n_layer=2, n_head=4, n_embd=64, block_size=32)
 ARCHS = [
     ("gpt2-124m", "gelu"),

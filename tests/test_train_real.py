@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from test_train_helpers import WARC_DIR, invoke, one_thread  # noqa: F401 (autouse fixture)
 
 pytestmark = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"shared WARC data not found at {WARC_DIR}")

@@ -1,4 +1,4 @@
-"""The ``train`` console script: ``train pretrain``, ``train sample``, ``train export-hf``.
+"""The ``train`` console script: ``train pretrain``, ``sample``, ``export-hf``, ``report``.
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node 8 -m webmill.train.cli pretrain ...``
 (see ``docs/training.md``). Errors the user can fix print ``error: ...`` and exit with code 2.
@@ -191,6 +191,12 @@ def export_hf_cmd(
                f"{'written' if res['tokenizer'] else 'not written'})")
     if res["note"]:
         typer.echo(f"note: {res['note']}", err=True)
+
+
+# `train report RUN`: curves of metrics.jsonl as PNG + HTML (webmill/train/report.py).
+from webmill.train.report import report_cmd  # noqa: E402
+
+app.command("report")(report_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry
