@@ -40,20 +40,34 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from webmill.curate.outputs import DOCUMENT_SCHEMA, write_parquet_atomic  # noqa: E402
-from webmill.curate.prompts import STYLES  # noqa: E402
+from webmill.curate.prompts import PROMPT_VERSION, STYLES  # noqa: E402
 from webmill.curate.readers import document_id, iter_records  # noqa: E402
-from webmill.curate.rephrase import RephraseConfig, make_backend, run_rephrase  # noqa: E402
+from webmill.curate.rephrase import (  # noqa: E402
+    RephraseConfig, RequestCache, _encoder, cache_key, clean_output, make_backend, run_rephrase, split_segments,
+    validate_output,
+)
 from webmill.filters.language import LanguageFilter  # noqa: E402
 
 
-def load_documents(n: int, words: int) -> list[dict]:
-    """First ``n`` English WET documents with ≥ 60 words of prose, cut to ``words`` words."""
+# Pages of the shared WET sample whose leading lines are prose (tried first, in this order).
+PROSE_URLS = ("mayoclinic.org/diseases-conditions/asthma", "Bioactive-compounds-from-flesh",
+              "effect-gT-mispair-dynamics-DNA", "Quality-life-patients-with-chronic",
+              "Effect-ageing-ventilatory-response", "ahwatukee.com")
+
+
+def load_documents(n: int, words: int, prose_first: bool = True) -> list[dict]:
+    """``n`` English WET documents with ≥ 40 words of prose, cut to ``words`` words.
+
+    With ``prose_first`` the pages in :data:`PROSE_URLS` come first, then the rest in file order.
+    """
     lid = LanguageFilter(languages="all")
     docs = []
-    for rec in iter_records(str(SHARED_WET), []):
-        if rec.rec_type != "conversion":
-            continue
-        text = rec.read_payload().decode("utf-8", "replace")
+    records = [(r.url, r.record_id, r.read_payload().decode("utf-8", "replace"))
+               for r in iter_records(str(SHARED_WET), []) if r.rec_type == "conversion"]
+    if prose_first:
+        rank = {u: k for k, u in enumerate(PROSE_URLS)}
+        records.sort(key=lambda r: min([rank[u] for u in PROSE_URLS if u in r[0]] or [len(rank)]))
+    for url, record_id, text in records:
         lines, count = [], 0
         for line in text.split("\n"):
             ws = line.split()
@@ -67,9 +81,9 @@ def load_documents(n: int, words: int) -> list[dict]:
             lines.append(line.strip())
             count += len(ws)
         prose = "\n".join(lines)
-        if count < 60 or lid.predict(prose)[0] != "en":
+        if count < 40 or lid.predict(prose)[0] != "en":
             continue
-        docs.append({"id": document_id(str(SHARED_WET), rec.record_id), "url": rec.url, "text": prose})
+        docs.append({"id": document_id(str(SHARED_WET), record_id), "url": url, "text": prose})
         if len(docs) == n:
             break
     return docs
@@ -86,6 +100,33 @@ def write_final(out: Path, docs: list[dict]) -> None:
         "language_score": pa.array([1.0] * n, pa.float32()),
     }, schema=DOCUMENT_SCHEMA)
     write_parquet_atomic(table, out / "final" / "bench.parquet")
+
+
+def _raw_outputs(cache_file: Path, docs: list[dict], style: str, cfg: RephraseConfig, model: str) -> dict:
+    """{doc id: (cleaned model output, rejection reason or None)} read back from the request cache."""
+    enc = _encoder()
+    lid = LanguageFilter(languages="all")
+    cache = RequestCache(cache_file)
+    res = {}
+    try:
+        for d in docs:
+            parts, reasons = [], []
+            for seg in split_segments(d["text"], cfg.max_segment_tokens, enc):
+                gen = cache.get(cache_key(model, style, PROMPT_VERSION, cfg.api, seg))
+                if gen is None:
+                    parts.append("")
+                    reasons.append("failed")
+                    continue
+                text = clean_output(gen.text, truncated=gen.finish_reason == "length")
+                parts.append(text)
+                reasons.append(validate_output(seg, text, style, finish_reason=gen.finish_reason, expected_language="en",
+                                               lid=lid, bounds=cfg.length_bounds(style),
+                                               allow_truncated=cfg.allow_truncated, min_support=cfg.min_support,
+                                               max_similarity=cfg.max_similarity))
+            res[d["id"]] = ("\n\n".join(parts), ",".join(r for r in reasons if r) or None)
+    finally:
+        cache.close()
+    return res
 
 
 def _short(s: str, n: int) -> str:
@@ -107,6 +148,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--styles", default=",".join(STYLES))
     ap.add_argument("--samples", type=int, default=3)
+    ap.add_argument("--allow-truncated", action="store_true", help="accept outputs cut by max_tokens (trimmed)")
+    ap.add_argument("--temperature", type=float, default=0.5)
     ap.add_argument("--excerpt", type=int, default=220, help="characters per printed excerpt")
     ap.add_argument("--json", default="", help="write all results (incl. full texts) to this file")
     args = ap.parse_args()
@@ -114,7 +157,8 @@ def main() -> None:
     docs = load_documents(args.docs, args.words)
     base = dict(backend=args.backend, base_url=args.base_url, model=args.model, api=args.api,
                 model_path=args.model_path, n_threads=args.threads, max_tokens=args.max_tokens,
-                concurrency=args.concurrency, max_segment_tokens=1024, max_consecutive_failures=3)
+                concurrency=args.concurrency, max_segment_tokens=1024, max_consecutive_failures=3,
+                allow_truncated=args.allow_truncated, temperature=args.temperature)
     t = time.perf_counter()
     backend = make_backend(RephraseConfig(**base))
     load_s = time.perf_counter() - t
@@ -131,6 +175,7 @@ def main() -> None:
                 cfg = RephraseConfig(**base, low_styles=(style,), default_style=style)
                 s = run_rephrase(out, cfg, backend=backend)
                 rows = pq.read_table(out / "rephrased" / "bench.parquet").to_pylist()
+                raw = _raw_outputs(out / "cache" / "rephrase.sqlite", docs, style, cfg, backend.name)
             syn = {r["parent_id"]: r["text"] for r in rows if r["parent_id"]}
             total_tok += s["generated_tokens"]
             total_s += s["generation_seconds"]
@@ -140,11 +185,15 @@ def main() -> None:
                   f"failed {s['rephrase_failed']}")
             samples = []
             for d in docs:
-                after = syn.get(d["id"])
-                samples.append({"id": d["id"], "before": d["text"], "after": after})
+                out_text, reason = raw.get(d["id"], ("", "failed"))
+                samples.append({"id": d["id"], "url": d["url"], "before": d["text"], "after": syn.get(d["id"]),
+                                "model_output": out_text, "rejected": reason})
             for smp in samples[: args.samples]:
                 print(f"  before: {_short(smp['before'], args.excerpt)}")
-                print(f"  after : {_short(smp['after'], args.excerpt) if smp['after'] else '(rejected/failed: original kept)'}")
+                if smp["after"]:
+                    print(f"  after : {_short(smp['after'], args.excerpt)}")
+                else:
+                    print(f"  after ({smp['rejected']}, original kept): {_short(smp['model_output'], args.excerpt)}")
             results["styles"][style] = {"stats": s, "samples": samples}
     finally:
         backend.close()

@@ -16,8 +16,8 @@ from conftest_llm import free_port, shared_documents, write_final
 from webmill.curate.llm import Generation
 from webmill.curate.prompts import PROMPT_VERSION, STOP, STYLES, build_prompt, completion_prompt
 from webmill.curate.rephrase import (
-    RephraseConfig, RequestCache, cache_key, clean_output, route, run_rephrase, split_segments, synthetic_id,
-    validate_output, _encoder,
+    RephraseConfig, RequestCache, cache_key, clean_output, route, run_rephrase, split_segments, support,
+    synthetic_id, validate_output, _encoder,
 )
 from webmill.errors import UserError
 from webmill.filters.language import LanguageFilter
@@ -88,6 +88,10 @@ def test_clean_output_removes_preamble_labels_closers_and_template_echo():
     assert clean_output(raw) == "The tomato is a plant.\nIt needs sun."
     assert clean_output("Facts:\n- A\n- B\n\n=====\n\nWeb text:\nmore") == "- A\n- B"
     assert clean_output("```\nText in a fence\n```") == "Text in a fence"
+    # an output cut by the token limit loses its unfinished sentence / line
+    assert clean_output("One. Two is here. Three is cut mid", truncated=True) == "One. Two is here."
+    assert clean_output("- fact one.\n- fact two\n- fact thr", truncated=True) == "- fact one.\n- fact two"
+    assert clean_output("One. Two is here. Three is cut mid") == "One. Two is here. Three is cut mid"
     # a content sentence that starts like a preamble but is the only line is kept
     assert clean_output("Certainly the largest city is Paris.") == "Certainly the largest city is Paris."
 
@@ -107,12 +111,22 @@ def test_validate_output_reasons():
     assert validate_output(src, "A library.", "wikipedia", **kw) == "too_short"
     assert validate_output(src, good * 4, "wikipedia", **kw) == "too_long"
     assert validate_output(src, src.upper(), "wikipedia", **kw) == "copy"
+    near = src.replace("about 80,000", "some 80,000").replace("six days", "6 days")
+    assert validate_output(src, near, "wikipedia", **kw) == "copy"  # an echo with two words changed
+    assert validate_output(src, near, "wikipedia", max_similarity=1.0, **kw) is None
     loop = "the library is open and the library is open and the library is open " * 3
     assert validate_output(src, loop, "wikipedia", **kw) == "repetitive"
     german = ("Die Stadtbibliothek wurde 1905 eröffnet und zog 1962 in ein größeres Gebäude um. Sie "
               "besitzt etwa 80.000 Bücher und ein Archiv zur Ortsgeschichte.")
     assert validate_output(src, german, "wikipedia", **kw) == "language_mismatch"
     assert validate_output(src, german, "wikipedia") is None  # no expected language: no check
+    # invented content: most content words are not in the source
+    invented = ("The library was built by the railway company, which also ran a theatre, a hospital "
+                "and several schools for the children of its workers until the strike of 1931.")
+    assert validate_output(src, invented, "wikipedia", min_support=0.5, **kw) == "unsupported"
+    assert validate_output(src, good, "wikipedia", min_support=0.5, **kw) is None
+    assert support(src, invented) < 0.3 < 0.6 < support(src, good)
+    assert support(src, "The library holds 90,000 books.") < support(src, "The library holds 80,000 books.") == 1.0
     # condensed styles may be much shorter than the source
     assert validate_output(src, "Library: founded 1905, moved 1962, 80,000 books.", "distill", **kw) is None
 

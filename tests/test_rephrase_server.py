@@ -62,8 +62,13 @@ def _check_rows(rows, docs, stats, model):
 def test_openai_server_then_resume_from_cache_without_server(tmp_path, gguf, short_docs):
     docs = short_docs[:2]
     write_final(tmp_path, docs, buckets=[3, 16])  # one low-quality (wikipedia), one high (a Nemotron style)
+    # Validation relaxed to the bare minimum (non-empty, not looping): a 270M base model's
+    # rewrites rarely pass the defaults, and this test is about the server path, the synthetic
+    # rows and the cache, not about the model's quality.
+    relaxed = dict(allow_truncated=True, min_support=0.0, max_similarity=1.0, check_language=False,
+                   min_length_ratio=0.01, max_length_ratio=100.0)
     with llama_server(gguf) as (url, proc):
-        cfg = _cfg(url)
+        cfg = _cfg(url, **relaxed)
         s1 = run_rephrase(tmp_path, cfg)
         assert proc.poll() is None
     # the server is gone now
@@ -71,8 +76,12 @@ def test_openai_server_then_resume_from_cache_without_server(tmp_path, gguf, sho
     assert s1["generated_tokens"] > 0 and s1["tokens_per_s"] > 0 and s1["rephrase_failed"] == 0
     assert s1["by_style"]["wikipedia"]["requested"] == 1
     assert sum(v["rephrased"] + v["rejected"] for v in s1["by_style"].values()) == 2
+    assert s1["synthetic_documents"] >= 1, s1["rejected_segments"]
     rows1 = pq.read_table(tmp_path / "rephrased" / "part-0.parquet").to_pylist()
     _check_rows(rows1, docs, s1, "gemma-3-270m")
+    syn = [r for r in rows1 if r["parent_id"]]
+    assert all(r["text"] not in (d["text"] for d in docs) for r in syn)  # model text, not the input
+    assert {r["synthetic_style"] for r in syn} <= {"wikipedia", "qa", "distill", "extract_knowledge", "knowledge_list"}
     cache = RequestCache(tmp_path / "cache" / "rephrase.sqlite")
     assert len(cache) == 2
     cache.close()

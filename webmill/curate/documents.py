@@ -20,7 +20,7 @@ from webmill.config import class_for, config_hash, kwargs_of
 from webmill.curate.extract import Extractor, ExtractionTimeout, decode_html
 from webmill.curate.outputs import (DOCUMENT_SCHEMA, marker_path, write_json_atomic,
                                     write_parquet_atomic)
-from webmill.curate.readers import ReadError, document_id, input_stem, iter_records
+from webmill.curate.readers import MAX_PAYLOAD_BYTES, ReadError, document_id, input_stem, iter_records
 from webmill.filters.base import Document
 
 RULE_SECTIONS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
@@ -90,11 +90,12 @@ class FileProcessor:
                     {"id": doc.id, "url": doc.url, "reason": reason, "text": doc.text})
 
         t0 = time.perf_counter()
+        self._notes: list[ReadError] = []  # per-record warnings (payload cut at MAX_PAYLOAD_BYTES)
         for rec in iter_records(path, read_errors):
             n_records += 1
             secs["read"] += time.perf_counter() - t0
             try:
-                self._one(rec, source_name, drop, stages, chars, secs, rows)
+                self._one(rec, source_name, drop, stages, chars, secs, rows, path)
             except Exception as e:  # noqa: BLE001 - one bad record never kills a run
                 n_errors += 1
                 if len(error_records) < MAX_LISTED_ERRORS:
@@ -110,6 +111,7 @@ class FileProcessor:
             write_parquet_atomic(pa.Table.from_pylist(docs), self.out / "removed" / stage / f"{stem}.parquet")
         secs["write"] += time.perf_counter() - t0
         warnings = [e.as_dict() for e in read_errors if e.kind == "single_gzip_stream"]
+        warnings += [e.as_dict() for e in self._notes[:MAX_LISTED_ERRORS]]
         stats = {
             "input": path,
             "stem": stem,
@@ -131,7 +133,7 @@ class FileProcessor:
                           marker_path(self.out, stem))
         return stats
 
-    def _one(self, rec, source_name, drop, stages, chars, secs, rows) -> None:
+    def _one(self, rec, source_name, drop, stages, chars, secs, rows, path="") -> None:
         stages["records"] += 1
         is_wet = rec.rec_type == "conversion"
         if not is_wet:
@@ -153,6 +155,9 @@ class FileProcessor:
         t = time.perf_counter()
         payload = rec.read_payload()
         secs["read"] += time.perf_counter() - t
+        if len(payload) >= MAX_PAYLOAD_BYTES:
+            self._notes.append(ReadError(path, rec.offset, "payload_truncated", f"payload of {rec.url[:200]} "
+                                         f"is longer than {MAX_PAYLOAD_BYTES} bytes; only its start was used"))
         t = time.perf_counter()
         try:
             if is_wet:

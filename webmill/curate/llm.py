@@ -135,12 +135,13 @@ class OpenAIBackend:
         """Model name recorded in ``synthetic_model`` and the cache key (str)."""
         return self.model
 
-    def generate(self, prompt: Prompt, seed: int | None = None) -> Generation:
+    def generate(self, prompt: Prompt, seed: int | None = None, max_tokens: int | None = None) -> Generation:
         """Send one request and return the :class:`Generation`.
 
         Args:
             prompt: from :func:`webmill.curate.prompts.build_prompt` with this backend's api.
             seed: sampling seed passed to the server (int; vLLM/llama.cpp honour it).
+            max_tokens: limit for this request (int); default the backend's ``max_tokens``.
 
         Raises:
             LLMRequestError: connection failure, timeout, or server error after retries, or a
@@ -149,16 +150,17 @@ class OpenAIBackend:
         """
         import openai
 
+        limit = int(max_tokens or self.max_tokens)
         try:
             if prompt.api == "chat":
                 r = self.client.chat.completions.create(
-                    model=self.model, messages=list(prompt.messages), max_tokens=self.max_tokens,
+                    model=self.model, messages=list(prompt.messages), max_tokens=limit,
                     temperature=self.temperature, top_p=self.top_p, seed=seed)
                 choice = r.choices[0]
                 text = choice.message.content or ""
             else:
                 r = self.client.completions.create(
-                    model=self.model, prompt=prompt.text, max_tokens=self.max_tokens,
+                    model=self.model, prompt=prompt.text, max_tokens=limit,
                     temperature=self.temperature, top_p=self.top_p, stop=list(prompt.stop) or None, seed=seed)
                 choice = r.choices[0]
                 text = choice.text or ""
@@ -228,13 +230,18 @@ class LlamaCppBackend:
         """Model name recorded in ``synthetic_model`` and the cache key: the GGUF file name."""
         return self.path.name
 
-    def generate(self, prompt: Prompt, seed: int | None = None) -> Generation:
+    def generate(self, prompt: Prompt, seed: int | None = None, max_tokens: int | None = None) -> Generation:
         """Generate for one prompt (serialized: one generation at a time).
+
+        Args:
+            prompt: from :func:`webmill.curate.prompts.build_prompt`.
+            seed: sampling seed (int); default the backend's ``seed``.
+            max_tokens: limit for this request (int); default the backend's ``max_tokens``.
 
         Raises:
             LLMRequestError: the prompt does not fit the context window, or llama.cpp failed.
         """
-        kw = dict(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+        kw = dict(max_tokens=int(max_tokens or self.max_tokens), temperature=self.temperature, top_p=self.top_p,
                   seed=self.seed if seed is None else int(seed))
         with self._lock:
             try:

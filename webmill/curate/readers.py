@@ -34,7 +34,8 @@ from typing import Callable, Iterator
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-#: Largest payload read into memory per record (bytes); longer payloads are cut and flagged.
+#: Largest payload read into memory per record (bytes); longer payloads are cut (FileProcessor
+#: lists each as a ``payload_truncated`` warning in the stats).
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
 # A record header: a WARC version line (1.0/1.1, or 0.17/0.18 of old Heritrix files) or an ARC v1
@@ -194,12 +195,16 @@ def _validate(record: Record, rec) -> None:
 
 def _iter_stream(stream, base: int, source: str, errors: list[ReadError], state: dict,
                  is_arc: bool = False) -> Iterator[Record]:
-    """Yield records of ``stream`` until the end or the first damage (recorded in errors)."""
+    """Yield records of ``stream`` (positioned at offset ``base``) until the end or the first
+    damage. An exception is recorded in ``errors`` and sets ``state["failed"]`` and
+    ``state["error_offset"]`` (where the failing record starts); a cut or damaged gzip member
+    that makes warcio stop quietly sets ``state["gzip_damage"]``."""
     it = ArchiveIterator(stream, arc2warc=True)
+    start = it.offset  # warcio counts from stream.tell() (0 for streams that cannot tell)
     reader, decomp = it.reader, None
     try:
         for rec in it:
-            offset = base + it.offset  # start of this record (get_record_offset() would consume it)
+            offset = base + it.offset - start  # start of this record (get_record_offset() would consume it)
             state["last_offset"] = offset
             record = _to_record(rec, offset, is_arc)
             _validate(record, rec)
@@ -212,8 +217,10 @@ def _iter_stream(stream, base: int, source: str, errors: list[ReadError], state:
             state["gzip_damage"] = True
     except Exception as e:  # noqa: BLE001 - warcio raises many types (AttributeError, TypeError, ...)
         # on malformed headers; any of them is damage to resynchronise after, never a file failure.
-        errors.append(ReadError(source, state.get("last_offset", base), type(e).__name__, str(e)[:300]))
+        where = max(base + it.offset - start, state.get("last_offset", base), base)
+        errors.append(ReadError(source, where, type(e).__name__, str(e)[:300]))
         state["failed"] = True
+        state["error_offset"] = where
 
 
 def _open(path: str):
@@ -252,61 +259,61 @@ def _next_gzip_member(fobj, start: int, chunk: int = 1 << 20) -> int | None:
         pos += chunk
 
 
-def _gunzip_chunks(raw, source: str, errors: list[ReadError], chunk: int = 1 << 20) -> Iterator[bytes]:
+def _gunzip_chunks(raw, source: str, errors: list[ReadError], chunk: int = 1 << 20,
+                   step: int = 4096, start: int = 0) -> Iterator[bytes]:
     """Decompress every gzip member of the seekable ``raw`` in order, yielding data chunks.
 
-    A damaged member (zlib error) is reported as ``corrupt_gzip`` and skipped: decompression
-    resumes at the next valid member. A cut last member is reported as ``truncated_gzip``. Zero
-    bytes or whitespace after the last member are ignored.
+    Input is fed ``step`` bytes at a time, so at a damaged spot only the output of the last step
+    is lost. A damaged member (zlib error) is reported as ``corrupt_gzip`` and decompression
+    resumes at the next valid member (in a one-stream file there is none: the rest is lost). A
+    cut last member is reported as ``truncated_gzip``. Zero bytes or whitespace after the last
+    member are ignored.
     """
-    raw.seek(0)
+    raw.seek(start)
     d = zlib.decompressobj(31)
-    member_start, in_member = 0, False
+    member_start, in_member = start, False
+    pending = b""  # bytes read from raw but not fed yet; they end at raw.tell()
     while True:
-        data = raw.read(chunk)
-        if not data:
-            if in_member:
-                errors.append(ReadError(source, member_start, "truncated_gzip",
-                                        "last gzip member is truncated; the file was cut short (re-download it)"))
-            return
-        while data:
-            if not in_member and not data.strip(b"\0\r\n\t "):
-                rest = raw.read(1)
-                if not rest:
-                    return  # padding after the last member
-                raw.seek(-1, io.SEEK_CUR)
-                data = b""
-                break
-            in_member = True
-            try:
-                out = d.decompress(data)
-            except zlib.error as e:
-                nxt = _next_gzip_member(raw, member_start + 1)
-                errors.append(ReadError(source, member_start, "corrupt_gzip",
-                                        f"gzip member at offset {member_start} is damaged ({e}); "
-                                        + (f"skipped to the next member at offset {nxt}" if nxt is not None
-                                           else "no valid member after it")))
-                if nxt is None:
-                    return
-                raw.seek(nxt)
-                member_start, in_member, d, data = nxt, False, zlib.decompressobj(31), b""
-                break
-            if out:
-                yield out
-            if d.eof:
-                data = d.unused_data
-                member_start = raw.tell() - len(data)
-                d, in_member = zlib.decompressobj(31), False
-            else:
-                data = b""
+        if not pending:
+            pending = raw.read(chunk)
+            if not pending:
+                if in_member:
+                    errors.append(ReadError(source, member_start, "truncated_gzip", "last gzip member is "
+                                            "truncated; the file was cut short (re-download it)"))
+                return
+        if not in_member and not pending.strip(b"\0\r\n\t "):
+            pending = b""  # padding between or after members
+            member_start = raw.tell()
+            continue
+        piece, pending = pending[:step], pending[step:]
+        in_member = True
+        try:
+            out = d.decompress(piece)
+        except zlib.error as e:
+            nxt = _next_gzip_member(raw, member_start + 1)
+            errors.append(ReadError(source, member_start, "corrupt_gzip",
+                                    f"gzip member at offset {member_start} is damaged ({e}); "
+                                    + (f"skipped to the next member at offset {nxt}" if nxt is not None
+                                       else "nothing readable after the damage")))
+            if nxt is None:
+                return
+            raw.seek(nxt)
+            member_start, in_member, d, pending = nxt, False, zlib.decompressobj(31), b""
+            continue
+        if out:
+            yield out
+        if d.eof:
+            pending = d.unused_data + pending
+            member_start = raw.tell() - len(pending)
+            d, in_member = zlib.decompressobj(31), False
 
 
-def _decompress_to_temp(path: str, errors: list[ReadError]):
-    """Decompress a gzip file (one or many members) into a spooled temp file, tolerating a cut
-    end and skipping damaged members."""
+def _decompress_to_temp(path: str, errors: list[ReadError], start: int = 0):
+    """Decompress a gzip file (one or many members) from byte ``start`` into a spooled temp
+    file, tolerating a cut end and skipping damaged members."""
     tmp = tempfile.SpooledTemporaryFile(max_size=256 * 1024 * 1024)
     with _open(path) as raw:
-        for data in _gunzip_chunks(raw, path, errors):
+        for data in _gunzip_chunks(raw, path, errors, start=start):
             tmp.write(data)
     tmp.seek(0)
     return tmp
@@ -395,44 +402,52 @@ def iter_records(path: str, errors: list[ReadError]) -> Iterator[Record]:
         return
     is_arc = fmt == "arc"
 
-    # Fast path: warcio directly (keeps compressed offsets of per-record gzip members). A damaged
-    # gzip member ends warcio's iteration: resume at the next valid member.
+    # Fast path: warcio directly (keeps compressed offsets of per-record gzip members). Damage in a
+    # multi-member gzip file (a bad member, a bad record header) loses only its member: reading
+    # resumes at the next valid gzip member.
     direct_errors: list[ReadError] = []
     state = {"count": 0, "failed": False}
-    pos = 0
+    pos = pass_count = 0
     with _open(path) as raw:
         is_gzip = raw.read(2) == b"\x1f\x8b"
         while True:
             raw.seek(pos)
-            state["gzip_damage"] = False
+            state.update(failed=False, gzip_damage=False)
+            pass_count = state["count"]
             yield from _iter_stream(raw, pos, path, direct_errors, state, is_arc)
-            if state["failed"] or not state["gzip_damage"]:
+            if not (state["failed"] or state["gzip_damage"]) or not is_gzip:
                 break
-            damaged = max(state.get("last_offset", pos), pos)
+            damaged = max(state["error_offset"] if state["failed"] else state.get("last_offset", pos), pos)
             nxt = _next_gzip_member(raw, damaged + 1)
             if nxt is None:
-                direct_errors.append(ReadError(path, damaged, "truncated_gzip", "last gzip member is "
-                                               "truncated; the file was cut short (re-download it)"))
+                if not state["failed"]:
+                    direct_errors.append(ReadError(path, damaged, "truncated_gzip", "last gzip member is "
+                                                   "truncated; the file was cut short (re-download it)"))
                 break
-            direct_errors.append(ReadError(path, damaged, "corrupt_gzip", f"gzip member at offset "
-                                           f"{damaged} is damaged; skipped to the next member at offset {nxt}"))
+            if state["failed"]:
+                direct_errors[-1].message += f" (resumed at the next gzip member, offset {nxt})"
+            else:
+                direct_errors.append(ReadError(path, damaged, "corrupt_gzip", f"gzip member at offset "
+                                               f"{damaged} is damaged; resumed at the next member, offset {nxt}"))
             pos = nxt
     if not state["failed"]:
         errors.extend(direct_errors)
         return
-    # Damage: re-read through a seekable decompressed copy, resynchronising at record headers,
-    # skipping the records already yielded.
+    # Damage with no gzip member to resume at (one gzip stream, or an uncompressed file): re-read
+    # the rest through a seekable decompressed copy, resynchronising at record headers, skipping
+    # the records this last pass already yielded. Its errors replace the last pass's error.
+    errors.extend(direct_errors[:-1])
     if is_gzip:
-        fobj = _decompress_to_temp(path, errors)
+        fobj = _decompress_to_temp(path, errors, start=pos)
     else:
         fobj = _open(path)
     with fobj:
         n_err = len(errors)
-        yield from _scan_records(fobj, path, errors, skip=state["count"], is_arc=is_arc)
+        yield from _scan_records(fobj, path, errors, skip=state["count"] - pass_count, is_arc=is_arc)
         if len(errors) == n_err and not is_gzip:
-            errors.extend(direct_errors)
-        elif len(errors) == n_err and state["count"] <= 1:
+            errors.append(direct_errors[-1])
+        elif len(errors) == n_err and state["count"] - pass_count <= 1:
             # A one-gzip-stream file read cleanly after decompression: note the format problem.
-            errors.append(ReadError(path, 0, "single_gzip_stream",
+            errors.append(ReadError(path, pos, "single_gzip_stream",
                                     "file is one gzip stream, not per-record gzip members; read "
                                     "after full decompression (recompress per record for speed)"))

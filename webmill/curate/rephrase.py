@@ -97,8 +97,13 @@ class RephraseConfig:
             originals without a synthetic version are always kept).
         min_length_ratio / max_length_ratio: bounds of output/input characters; 0 → the
             style's default (:data:`webmill.curate.prompts.LENGTH_BOUNDS`).
-        allow_truncated: accept outputs cut by ``max_tokens`` (default: reject as ``truncated``).
+        allow_truncated: accept outputs cut by ``max_tokens``, minus their unfinished last
+            sentence (default: reject them as ``truncated``).
         check_language: reject outputs whose fastText language differs from the document's.
+        min_support: least share of the output's content words found in its source segment
+            (:func:`support`, a lexical guard against invented content; 0 = off).
+        max_similarity: outputs more similar to their input than this (:func:`similarity`,
+            word-level difflib ratio) are rejected as ``copy`` (1.0 = off).
         min_valid_fraction: fraction of a document's segments that must pass validation for
             the synthetic document to be written (invalid segments are left out).
     """
@@ -132,6 +137,8 @@ class RephraseConfig:
     max_length_ratio: float = 0.0
     allow_truncated: bool = False
     check_language: bool = True
+    min_support: float = 0.5
+    max_similarity: float = 0.9
     min_valid_fraction: float = 0.5
 
     def __post_init__(self):
@@ -165,6 +172,10 @@ class RephraseConfig:
                 bad(key, f"must be >= 0, got {getattr(self, key)}")
         if self.timeout_s <= 0:
             bad("timeout_s", f"must be > 0, got {self.timeout_s}")
+        if not 0.0 <= self.max_similarity <= 1.0:
+            bad("max_similarity", f"must be in [0, 1], got {self.max_similarity}")
+        if not 0.0 <= self.min_support <= 1.0:
+            bad("min_support", f"must be in [0, 1], got {self.min_support}")
         if not 0.0 <= self.min_valid_fraction <= 1.0:
             bad("min_valid_fraction", f"must be in [0, 1], got {self.min_valid_fraction}")
         if self.max_length_ratio and self.max_length_ratio < self.min_length_ratio:
@@ -367,16 +378,19 @@ _LABELS = {_norm_label(x) for x in output_labels()} | {
     "rewritten text", "rephrased text", "paraphrase", "answer", "output", "summary", "rewrite"}
 
 
-def clean_output(text: str) -> str:
+def clean_output(text: str, truncated: bool = False) -> str:
     """Clean one raw model output.
 
     Cuts at an echoed template separator (``=====``, ``Web text:``, ``Document:``), strips code
     fences, drops a leading chatty preamble line ("Sure, here is the rewritten text:") and a
     leading echoed output label ("Encyclopedia version:"), drops trailing chatty lines ("Let me
-    know if..."), strips trailing spaces per line and collapses runs of blank lines.
+    know if..."), strips trailing spaces per line and collapses runs of blank lines. With
+    ``truncated`` (the generation hit ``max_tokens``) the unfinished last sentence or line is
+    dropped too.
 
     Args:
         text: raw generated text (str).
+        truncated: the output was cut by the token limit (bool).
 
     Returns:
         The cleaned text (str, possibly empty).
@@ -400,6 +414,13 @@ def clean_output(text: str) -> str:
             changed = True
         while lines and not lines[0].strip():
             lines.pop(0)
+    if truncated and lines:
+        last = lines[-1]
+        ends = [m.end() for m in re.finditer(r"[.!?。！？](?=\s|$)", last)]
+        if ends:
+            lines[-1] = last[: ends[-1]]
+        else:
+            lines.pop()
     while lines and (not lines[-1].strip() or _CLOSER.match(lines[-1])):
         lines.pop()
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
@@ -419,13 +440,57 @@ def _repetition_filter():
     return _REPETITION
 
 
+_STOPWORDS = frozenset(
+    "about above after again also among another because been before being below between both "
+    "could does doing down during each either even every from further have having here into itself "
+    "just many more most much must neither only other over same should some such than that their "
+    "them then there these they this those through under until upon very were what when where "
+    "which while whom whose will with within without would your yours question answer answers "
+    "questions".split())
+_WORD = re.compile(r"\w+")
+
+
+def _content_words(s: str) -> list[str]:
+    return [w for w in _WORD.findall(s.lower()) if (len(w) >= 4 or w.isdigit()) and w not in _STOPWORDS]
+
+
+def support(source: str, output: str) -> float:
+    """Share of the output's content words that occur in the source (float in [0, 1]).
+
+    A cheap lexical grounding score: content words are ``\\w+`` tokens of ≥ 4 characters (or
+    numbers) outside a small English stop list; a word counts as supported when the source has
+    a word with the same first 5 characters (a crude stem: "relocated" ≠ "moved", but
+    "cultivars"/"cultivar" match), numbers must match exactly. Paraphrases written by people
+    score 0.6–0.9 on the prompt examples; a small model's invented continuations score lower.
+    Returns 1.0 for an output without content words.
+    """
+    out = _content_words(output)
+    if not out:
+        return 1.0
+    src = set(_content_words(source))
+    stems = {w[:5] for w in src if not w.isdigit()}
+    ok = sum(1 for w in out if ((w in src) if w.isdigit() else (w[:5] in stems)))
+    return ok / len(out)
+
+
 def _canon(s: str) -> str:
     return re.sub(r"\W+", " ", s.lower()).strip()
 
 
+def similarity(source: str, output: str) -> float:
+    """Word-sequence similarity of two texts (float in [0, 1]; difflib's ratio, lowercased words)."""
+    import difflib
+
+    a, b = _canon(source).split(), _canon(output).split()
+    if not a and not b:
+        return 1.0
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
 def validate_output(source: str, output: str, style: str, *, finish_reason: str = "stop",
                     expected_language: Optional[str] = None, lid=None,
-                    bounds: Optional[tuple[float, float]] = None, allow_truncated: bool = False) -> Optional[str]:
+                    bounds: Optional[tuple[float, float]] = None, allow_truncated: bool = False,
+                    min_support: float = 0.0, max_similarity: float = 0.9) -> Optional[str]:
     """Check one cleaned output against its source segment.
 
     Args:
@@ -441,10 +506,15 @@ def validate_output(source: str, output: str, style: str, *, finish_reason: str 
         bounds: (min, max) of ``len(output) / len(source)`` in characters; default the style's
             :data:`~webmill.curate.prompts.LENGTH_BOUNDS`.
         allow_truncated: accept ``finish_reason == "length"``.
+        min_support: least :func:`support` (share of the output's content words found in the
+            source); 0 turns the check off.
+        max_similarity: most :func:`similarity` to the source; above it the output is a
+            (near) copy — small models often echo their input (1.0 turns the check off).
 
     Returns:
         None when valid, else the reason (str): ``empty``, ``truncated``, ``preamble``,
-        ``too_short``, ``too_long``, ``copy``, ``repetitive``, ``language_mismatch``.
+        ``too_short``, ``too_long``, ``copy``, ``repetitive``, ``language_mismatch``,
+        ``unsupported``.
     """
     if not output.strip():
         return "empty"
@@ -458,7 +528,7 @@ def validate_output(source: str, output: str, style: str, *, finish_reason: str 
         return "too_short"
     if ratio > hi:
         return "too_long"
-    if _canon(output) == _canon(source):
+    if max_similarity < 1.0 and similarity(source, output) > max_similarity:
         return "copy"
     from webmill.filters.base import Document
 
@@ -468,6 +538,8 @@ def validate_output(source: str, output: str, style: str, *, finish_reason: str 
         lang, _ = lid.predict(output)
         if lang != expected_language:
             return "language_mismatch"
+    if min_support and support(source, output) < min_support:
+        return "unsupported"
     return None
 
 
@@ -620,8 +692,11 @@ class Rephraser:
             if self._circuit_open:
                 return _Outcome(error="circuit_open")
         prompt = build_prompt(style, text, self.cfg.api)
+        # An answer longer than the style's length bound would be rejected anyway: do not pay for
+        # it (base models often ramble on past the rewrite).
+        limit = min(self.cfg.max_tokens, int(self.cfg.length_bounds(style)[1] * 1.3 * _ntok(self.enc, text)) + 32)
         try:
-            gen = self.backend.generate(prompt, seed=int(key[:8], 16))
+            gen = self.backend.generate(prompt, seed=int(key[:8], 16), max_tokens=limit)
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 - any request failure passes the document through, counted
@@ -712,10 +787,11 @@ class Rephraser:
                     expected = self.lid.predict(texts[i])[0]
                 valid = []
                 for seg, o in zip(segments, outs):
-                    cleaned = clean_output(o.gen.text)
+                    cleaned = clean_output(o.gen.text, truncated=o.gen.finish_reason == "length")
                     reason = validate_output(seg, cleaned, style, finish_reason=o.gen.finish_reason,
                                              expected_language=expected, lid=self.lid,
-                                             bounds=cfg.length_bounds(style), allow_truncated=cfg.allow_truncated)
+                                             bounds=cfg.length_bounds(style), allow_truncated=cfg.allow_truncated,
+                                             min_support=cfg.min_support, max_similarity=cfg.max_similarity)
                     if reason:
                         st.rejected[reason] += 1
                     else:
