@@ -6,8 +6,11 @@ Run with the benchmark venv (datatrove must never enter the project venv)::
         [--exclusions] [--timeout 1]
     bench/.venv-datatrove/bin/python bench/datatrove_fineweb.py --rules-only IN.jsonl OUT.jsonl
 
+    bench/.venv-datatrove/bin/python bench/datatrove_fineweb.py --extract-speed IN.jsonl OUT.jsonl
+
 The second form runs only the four rule filters on given texts (pipeline_vs_datatrove.py
-``--rules-only`` uses it to separate rule differences from extractor differences).
+``--rules-only`` uses it to separate rule differences from extractor differences); the third
+times datatrove's Trafilatura.extract alone (``--extract-speed``).
 
 Pipeline (datatrove's ``examples/fineweb.py``, first stage, without the MinHash stages):
 WarcReader → URLFilter → Trafilatura(favour_precision=True, timeout=1) →
@@ -206,7 +209,29 @@ def rules_only(inp: Path, out: Path) -> None:
     print(f"datatrove rules: {n} documents in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
+def extract_speed(inp: Path, out: Path) -> None:
+    """Time datatrove's Trafilatura.extract (trafilatura 1.11 here) on each HTML of ``inp``
+    (JSONL: id, html) in this process; write id, seconds, text per line. trafilatura's
+    deduplication cache is cleared first (it remembers text segments across documents)."""
+    import json
+
+    from trafilatura.meta import reset_caches
+
+    ex = Trafilatura(favour_precision=True, timeout=1.0)
+    ex.extract("<html><body><p>warm up</p></body></html>")
+    reset_caches()
+    with open(inp, encoding="utf-8") as fi, open(out, "w", encoding="utf-8") as fo:
+        for line in fi:
+            d = json.loads(line)
+            t = time.perf_counter()
+            text = ex.extract(d["html"]) or ""
+            fo.write(json.dumps({"id": d["id"], "seconds": time.perf_counter() - t, "text": text}) + "\n")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--extract-speed":
+        extract_speed(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--rules-only":
         # bench/.venv-datatrove/bin/python bench/datatrove_fineweb.py --rules-only IN.jsonl OUT.jsonl
         rules_only(Path(sys.argv[2]), Path(sys.argv[3]))

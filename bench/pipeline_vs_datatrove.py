@@ -7,6 +7,7 @@ Usage (project venv; the datatrove side runs in ``bench/.venv-datatrove``, see R
     .venv/bin/python bench/pipeline_vs_datatrove.py --pairs 5 --wait-s 600 --max-load 4
     .venv/bin/python bench/pipeline_vs_datatrove.py --diagnose-only --corpus bench/out/corpus-diag
     .venv/bin/python bench/pipeline_vs_datatrove.py --rules-only   # rule chains on the same texts
+    .venv/bin/python bench/pipeline_vs_datatrove.py --extract-speed  # the two extractors alone + profile
 
 A = datatrove (``bench/datatrove_fineweb.py``: WarcReader → URLFilter → Trafilatura(favour_precision,
 timeout=1) → LanguageFilter(en, 0.65) → GopherRepetition → GopherQuality → C4Quality(
@@ -364,8 +365,101 @@ def rules_compare(texts: Path, out_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Extraction alone: trafilatura 2.3.1 (webmill's settings) vs datatrove's Trafilatura (1.11)
+
+def build_html_set(path: Path) -> None:
+    """Every status-200 HTML response of the shared WARC/ARC files, decoded with webmill's
+    decode_html, as JSONL (id, url, html): the same str goes to both extractors."""
+    from common import WARC_DIR
+    from webmill.curate.extract import decode_html
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "w", encoding="utf-8") as fo:
+        for f in sorted(WARC_DIR.iterdir()):
+            if not f.name.endswith((".warc.gz", ".arc.gz")) or ".wet" in f.name:
+                continue
+            for rec in iter_records(str(f), []):
+                if rec.rec_type == "response" and rec.http_status == 200 and "html" in rec.content_type:
+                    html = decode_html(rec.read_payload(), rec.charset)
+                    fo.write(json.dumps({"id": document_id(f.name, rec.record_id), "url": rec.url,
+                                         "html": html}, ensure_ascii=False) + "\n")
+                    n += 1
+    print(f"HTML set: {n} pages → {path}", file=sys.stderr)
+
+
+def _extract_worker(inp: Path, out: Path, profile: Path | None) -> None:
+    """Our side of --extract-speed (run in a subprocess of the project venv)."""
+    from trafilatura.meta import reset_caches
+
+    from webmill.curate.extract import extract_text
+
+    extract_text("<html><body><p>warm up</p></body></html>")
+    reset_caches()
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+    with open(inp, encoding="utf-8") as fi, open(out, "w", encoding="utf-8") as fo:
+        for line in fi:
+            d = json.loads(line)
+            t = time.perf_counter()
+            if prof:
+                prof.enable()
+            text = extract_text(d["html"])
+            if prof:
+                prof.disable()
+            fo.write(json.dumps({"id": d["id"], "seconds": time.perf_counter() - t, "text": text}) + "\n")
+    if prof:
+        prof.dump_stats(str(profile))
+
+
+def extract_speed(html: Path, out_dir: Path, rounds: int) -> dict:
+    rows = {"webmill": [], "datatrove": []}
+    outs = {}
+    for i in range(rounds):
+        for side in (("webmill", "datatrove") if i % 2 == 0 else ("datatrove", "webmill")):
+            o = out_dir / f"extract-{side}.jsonl"
+            if side == "webmill":
+                cmd = [str(PROJECT_PY), str(Path(__file__).resolve()), "--_extract-worker", str(html), str(o)]
+            else:
+                cmd = [str(DATATROVE_PY), str(BENCH / "datatrove_fineweb.py"), "--extract-speed", str(html), str(o)]
+            la = loadavg()[0]
+            subprocess.run(cmd, check=True)
+            res = [json.loads(x) for x in o.read_text().splitlines()]
+            rows[side].append({"seconds": sum(r["seconds"] for r in res), "load": la})
+            outs[side] = {r["id"]: r for r in res}
+            print(f"  extract round {i + 1} {side}: {rows[side][-1]['seconds']:.1f} s (load {la:.1f})",
+                  file=sys.stderr, flush=True)
+    # One profiled pass of ours.
+    prof = out_dir / "extract-webmill.prof"
+    subprocess.run([str(PROJECT_PY), str(Path(__file__).resolve()), "--_extract-worker", str(html),
+                    str(out_dir / "extract-webmill-prof.jsonl"), str(prof)], check=True)
+    import io
+    import pstats
+
+    buf = io.StringIO()
+    pstats.Stats(str(prof), stream=buf).sort_stats("cumulative").print_stats(25)
+    w, d = outs["webmill"], outs["datatrove"]
+    same = sum(1 for k in w if w[k]["text"].strip() == (d.get(k, {}).get("text") or "").strip())
+    empty_w = sum(1 for k in w if not w[k]["text"].strip())
+    empty_d = sum(1 for k in d if not (d[k]["text"] or "").strip())
+    per_doc_ratio = statistics.median(d[k]["seconds"] / w[k]["seconds"] for k in w if w[k]["seconds"] > 0)
+    sec_w = statistics.median(r["seconds"] for r in rows["webmill"])
+    sec_d = statistics.median(r["seconds"] for r in rows["datatrove"])
+    return {"pages": len(w), "rounds": rows, "median_seconds_webmill": sec_w, "median_seconds_datatrove": sec_d,
+            "ratio_total": sec_d / sec_w, "median_per_page_ratio": per_doc_ratio,
+            "identical_text": same, "empty_webmill": empty_w, "empty_datatrove": empty_d,
+            "profile_top": buf.getvalue()}
+
+
+# ---------------------------------------------------------------------------------------------
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--_extract-worker":
+        _extract_worker(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]) if len(sys.argv) > 4 else None)
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=CORPUS_DIR, help="corpus from make_corpus.py")
     ap.add_argument("--pairs", type=int, default=3, help="alternating A/B pairs [3]")
@@ -385,12 +479,30 @@ def main() -> None:
                     "same extracted texts (no pipelines, no timing pairs)")
     ap.add_argument("--texts", type=Path, default=RESULTS_DIR / "rule-texts.jsonl",
                     help="texts for --rules-only (built from the shared WARCs when missing)")
+    ap.add_argument("--extract-speed", action="store_true", help="only time the two extractors "
+                    "on the same decoded HTML (one core each, alternating), and profile ours")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --extract-speed [3]")
     ap.add_argument("--dt-start-wait", type=float, default=60.0, help="seconds datatrove's new "
                     "extraction child gets to start [60; 0 = as shipped, see datatrove_fineweb.py]")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args()
     global DT_START_WAIT
     DT_START_WAIT = args.dt_start_wait
+    if args.extract_speed:
+        html = args.out / "html.jsonl"
+        if not html.is_file():
+            build_html_set(html)
+        args.out.mkdir(parents=True, exist_ok=True)
+        es = extract_speed(html, args.out, args.rounds)
+        (args.out / "extract-speed.json").write_text(json.dumps(es, indent=1))
+        print(f"\nExtraction alone, {es['pages']} status-200 HTML pages, one core each, {args.rounds} "
+              f"alternating rounds: webmill (trafilatura 2.3.1) {es['median_seconds_webmill']:.1f} s, "
+              f"datatrove (trafilatura 1.11) {es['median_seconds_datatrove']:.1f} s → ratio "
+              f"{es['ratio_total']:.2f}× (median per page {es['median_per_page_ratio']:.2f}×); identical "
+              f"text {es['identical_text']}/{es['pages']}, empty webmill {es['empty_webmill']}, "
+              f"datatrove {es['empty_datatrove']}")
+        print(es["profile_top"])
+        return
     if args.rules_only:
         if not args.texts.is_file():
             build_rule_texts(args.texts)

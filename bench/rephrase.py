@@ -121,7 +121,8 @@ def _raw_outputs(cache_file: Path, docs: list[dict], style: str, cfg: RephraseCo
                 parts.append(text)
                 reasons.append(validate_output(seg, text, style, finish_reason=gen.finish_reason, expected_language="en",
                                                lid=lid, bounds=cfg.length_bounds(style),
-                                               allow_truncated=cfg.allow_truncated, min_support=cfg.min_support,
+                                               allow_truncated=cfg.allow_truncated or style in cfg.truncated_styles,
+                                               min_support=cfg.min_support,
                                                max_similarity=cfg.max_similarity))
             res[d["id"]] = ("\n\n".join(parts), ",".join(r for r in reasons if r) or None)
     finally:

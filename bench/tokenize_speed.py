@@ -39,28 +39,11 @@ WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
 
 
 def shared_texts() -> list[str]:
-    """Main-content text of HTML responses and WET conversions in the shared WARCs (≥ 100 chars)."""
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+    """Main-content text of HTML responses and WET conversions in the shared WARCs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import warc_texts
 
-    texts = []
-    for f in sorted(WARC_DIR.glob("*.gz")):
-        try:
-            with open(f, "rb") as fh:
-                for r in ArchiveIterator(fh, record_types=WarcRecordType.response | WarcRecordType.conversion):
-                    body = r.reader.read()
-                    if r.record_type == WarcRecordType.conversion:
-                        s = bytes_to_str(body, "utf-8")
-                    elif "html" in (r.http_content_type or ""):
-                        s = extract_plain_text(bytes_to_str(body, detect_encoding(body)), main_content=True)
-                    else:
-                        continue
-                    if len(s) >= 100:
-                        texts.append(s)
-        except OSError:
-            continue
-    return texts
+    return warc_texts.shared_texts(WARC_DIR)
 
 
 def main() -> None:

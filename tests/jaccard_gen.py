@@ -24,22 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from webmill.curate.minhash import normalize_words, shingles
+from webmill.curate.outputs import DOCUMENT_SCHEMA
 
 WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
 
-DOC_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("url", pa.string()),
-        ("domain", pa.string()),
-        ("crawl_date", pa.timestamp("us", tz="UTC")),
-        ("source_file", pa.string()),
-        ("record_offset", pa.int64()),
-        ("text", pa.large_string()),
-        ("language", pa.string()),
-        ("language_score", pa.float32()),
-    ]
-)
+DOC_SCHEMA = DOCUMENT_SCHEMA  # the pipeline's document table schema
 
 
 def iter_records(path: Path, rec_type: str):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -252,14 +253,15 @@ def test_ray_cluster_run_and_killed_worker(tmp_path, baseline, shared_warc):
     replaced and the file redone (complete output, nothing failed); with max_retries = 0 the file
     is listed in failed.jsonl, and a rerun processes it and clears the list."""
     tag = uuid.uuid4().hex
-    env = tagged_env(tag)
+    # Ray 2.60 clusters use token authentication: the drivers need the cluster's token (here
+    # from the environment, so the user's ~/.ray/auth_token is neither read nor written).
+    env = dict(tagged_env(tag), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex)
     port = free_port()
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port),
          "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats",
-         "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
-         "--temp-dir", short_tmp()],
-        env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", short_tmp()],
+        env=env, cwd=ROOT, start_new_session=True, stdout=open(tmp_path / "ray-start.log", "w"), stderr=subprocess.STDOUT)
     addr = f"127.0.0.1:{port}"
     base = baseline["dir"]
     cfg = baseline["cfg"]
@@ -281,7 +283,7 @@ def test_ray_cluster_run_and_killed_worker(tmp_path, baseline, shared_warc):
     try:
         t0 = time.monotonic()
         while not any("raylet" in c for c in tagged_processes(tag).values()):
-            assert time.monotonic() - t0 < 120 and head.poll() is None, "ray start --head failed"
+            assert time.monotonic() - t0 < 120 and head.poll() is None, (tmp_path / "ray-start.log").read_text()[-3000:]
             time.sleep(0.5)
         # (a) same outputs as the embedded run
         names = SUBSET[:4]
@@ -321,11 +323,14 @@ def test_ray_cluster_run_and_killed_worker(tmp_path, baseline, shared_warc):
         assert not (tmp_path / "c" / "failed.jsonl").exists()
         same_as_baseline(tmp_path / "c", stem)
     finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its cluster on SIGTERM
+        # Stop exactly this cluster: `ray stop --force` would stop every Ray cluster of the user on
+        # the machine (other test runs included). `ray start --block` drains for up to 30 s on
+        # SIGTERM; the tests need no drain, so the cluster's processes are killed by pid.
+        head.send_signal(signal.SIGTERM)
         try:
-            head.wait(30)
+            head.wait(5)
         except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+            pass
         kill_tagged(tag)
     assert not tagged_processes(tag)
 
@@ -408,7 +413,7 @@ def test_fuzz_reader_100k_executions(tmp_path):
     for p, log in zip(procs, logs):
         crashes = sorted(tmp_path.rglob("crash-*")) + sorted(tmp_path.rglob("timeout-*"))
         assert p.returncode == 0 and not crashes, log[-6000:]
-        assert "Done 50001 runs" in log, log[-3000:]
+        assert re.search(r"Done 50001 in \d+ second", log), log[-3000:]
 
 
 # ---------------------------------------------------------------------------------------------

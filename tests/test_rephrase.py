@@ -92,6 +92,8 @@ def test_clean_output_removes_preamble_labels_closers_and_template_echo():
     assert clean_output("One. Two is here. Three is cut mid", truncated=True) == "One. Two is here."
     assert clean_output("- fact one.\n- fact two\n- fact thr", truncated=True) == "- fact one.\n- fact two"
     assert clean_output("One. Two is here. Three is cut mid") == "One. Two is here. Three is cut mid"
+    qa = "Question: A?\nAnswer: B.\n\nQuestion: C?\nAnswer: D.\n\nQuestion: E?"
+    assert clean_output(qa, truncated=True) == "Question: A?\nAnswer: B.\n\nQuestion: C?\nAnswer: D."
     # a content sentence that starts like a preamble but is the only line is kept
     assert clean_output("Certainly the largest city is Paris.") == "Certainly the largest city is Paris."
 
@@ -120,6 +122,9 @@ def test_validate_output_reasons():
               "besitzt etwa 80.000 Bücher und ein Archiv zur Ortsgeschichte.")
     assert validate_output(src, german, "wikipedia", **kw) == "language_mismatch"
     assert validate_output(src, german, "wikipedia") is None  # no expected language: no check
+    # the worked example of the prompt copied into the answer
+    leak = good + " Deep watering about twice a week encourages deep roots."
+    assert validate_output(src, leak, "extract_knowledge", **kw) == "example_leak"
     # invented content: most content words are not in the source
     invented = ("The library was built by the railway company, which also ran a theatre, a hospital "
                 "and several schools for the children of its workers until the strike of 1931.")

@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+import warc_texts
 import typer
 from typer.testing import CliRunner
 
@@ -38,27 +40,7 @@ def shared_rows() -> list[tuple[str, str, str]]:
     """(file name, WARC-Record-ID, main-content text) of shared HTML responses / WET conversions."""
     if not WARC_DIR.is_dir():
         pytest.skip(f"{WARC_DIR} not present")
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
-
-    rows = []
-    for f in sorted(WARC_DIR.glob("*.gz")):
-        try:
-            with open(f, "rb") as fh:
-                for r in ArchiveIterator(fh, record_types=WarcRecordType.response | WarcRecordType.conversion):
-                    body = r.reader.read()
-                    if r.record_type == WarcRecordType.conversion:
-                        s = bytes_to_str(body, "utf-8")
-                    elif "html" in (r.http_content_type or ""):
-                        s = extract_plain_text(bytes_to_str(body, detect_encoding(body)), main_content=True)
-                    else:
-                        continue
-                    if len(s) >= 100:
-                        rows.append((f.name, r.record_id, s))
-        except OSError:  # two shared files are deliberately malformed
-            continue
-    return rows
+    return warc_texts.shared_rows(WARC_DIR)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+import warc_texts
 import tiktoken
 
 from webmill.errors import UserError
@@ -17,32 +19,10 @@ CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a
 
 
 def shared_texts(limit: int | None = None) -> list[str]:
-    """Main-content text of HTML responses and WET conversions in the shared WARCs (≥ 100 chars)."""
+    """Main-content text of HTML responses and WET conversions in the shared WARCs."""
     if not WARC_DIR.is_dir():
         pytest.skip(f"{WARC_DIR} not present")
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
-
-    texts: list[str] = []
-    for f in sorted(WARC_DIR.glob("*.gz")):
-        try:
-            with open(f, "rb") as fh:
-                for r in ArchiveIterator(fh, record_types=WarcRecordType.response | WarcRecordType.conversion):
-                    body = r.reader.read()
-                    if r.record_type == WarcRecordType.conversion:
-                        s = bytes_to_str(body, "utf-8")
-                    elif "html" in (r.http_content_type or ""):
-                        s = extract_plain_text(bytes_to_str(body, detect_encoding(body)), main_content=True)
-                    else:
-                        continue
-                    if len(s) >= 100:
-                        texts.append(s)
-        except OSError:  # two shared files are deliberately malformed
-            continue
-        if limit and len(texts) >= limit:
-            break
-    return texts[:limit] if limit else texts
+    return warc_texts.shared_texts(WARC_DIR, limit)
 
 
 @pytest.fixture(scope="module")

@@ -162,7 +162,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         else:
             ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
     except ConnectionError as e:
-        raise UserError(f"cannot connect to Ray at {addr}: {e} (is `ray start --head` running?)") from e
+        raise UserError(f"cannot connect to Ray at {addr}: {e} (is `ray start --head` running there? does this "
+                        "process have the cluster's auth token: RAY_AUTH_TOKEN or ~/.ray/auth_token?)") from e
     store = ray.cluster_resources().get("object_store_memory", 0)
     if store and store < 256 * 1024**2:
         raise UserError(f"Ray object store is only {store / 1024**2:.0f} MB; give Ray more memory "

@@ -218,6 +218,14 @@ def build_prompt(style: str, text: str, api: str) -> Prompt:
     raise ValueError(f"unknown api {api!r}; use 'completions' (base models) or 'chat' (instruct models)")
 
 
+def example_texts(style: str) -> tuple[str, str]:
+    """The worked example of ``style``'s completion prompt: (web text, desired output).
+
+    Validation uses it to reject outputs that copy the example instead of rewriting the document.
+    """
+    return _EXAMPLE_INPUT, _EXAMPLE_OUTPUT[check_style(style)]
+
+
 def output_labels() -> list[str]:
     """All completion-template output labels (``"Encyclopedia version:"``, ...), for cleaning."""
     return [label for _, label in _COMPLETION.values()]

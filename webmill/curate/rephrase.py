@@ -53,7 +53,7 @@ import pyarrow.parquet as pq
 import typer
 
 from webmill.curate.llm import Generation, LLMRequestError
-from webmill.curate.prompts import LENGTH_BOUNDS, PROMPT_VERSION, STYLES, build_prompt, output_labels
+from webmill.curate.prompts import LENGTH_BOUNDS, PROMPT_VERSION, STYLES, build_prompt, example_texts, output_labels
 from webmill.errors import UserError
 
 SYNTHETIC_COLUMNS = ("synthetic_style", "parent_id", "synthetic_model")
@@ -97,8 +97,11 @@ class RephraseConfig:
             originals without a synthetic version are always kept).
         min_length_ratio / max_length_ratio: bounds of output/input characters; 0 → the
             style's default (:data:`webmill.curate.prompts.LENGTH_BOUNDS`).
-        allow_truncated: accept outputs cut by ``max_tokens``, minus their unfinished last
-            sentence (default: reject them as ``truncated``).
+        allow_truncated: accept outputs cut by ``max_tokens`` in every style, minus their
+            unfinished end (see :func:`clean_output`); otherwise they are rejected as
+            ``truncated`` except in ``truncated_styles``.
+        truncated_styles: styles whose answers are lists of independent items (QA pairs,
+            facts), where a cut answer minus its last item is still whole: accepted when cut.
         check_language: reject outputs whose fastText language differs from the document's.
         min_support: least share of the output's content words found in its source segment
             (:func:`support`, a lexical guard against invented content; 0 = off).
@@ -136,6 +139,7 @@ class RephraseConfig:
     min_length_ratio: float = 0.0
     max_length_ratio: float = 0.0
     allow_truncated: bool = False
+    truncated_styles: tuple = ("qa", "knowledge_list")
     check_language: bool = True
     min_support: float = 0.5
     max_similarity: float = 0.9
@@ -151,7 +155,7 @@ class RephraseConfig:
             bad("api", f"must be 'completions' (base models) or 'chat' (instruct models), got {self.api!r}")
         if self.styles_per_document not in ("one", "all"):
             bad("styles_per_document", f"must be 'one' or 'all', got {self.styles_per_document!r}")
-        for key in ("low_styles", "high_styles"):
+        for key in ("low_styles", "high_styles", "truncated_styles"):
             v = getattr(self, key)
             v = (v,) if isinstance(v, str) else tuple(v)
             setattr(self, key, v)
@@ -385,8 +389,9 @@ def clean_output(text: str, truncated: bool = False) -> str:
     fences, drops a leading chatty preamble line ("Sure, here is the rewritten text:") and a
     leading echoed output label ("Encyclopedia version:"), drops trailing chatty lines ("Let me
     know if..."), strips trailing spaces per line and collapses runs of blank lines. With
-    ``truncated`` (the generation hit ``max_tokens``) the unfinished last sentence or line is
-    dropped too.
+    ``truncated`` (the generation hit ``max_tokens``) the unfinished end is dropped too: the
+    last paragraph when there are several (question–answer pairs), else the last line when it
+    has no sentence end, else the text after the last sentence end.
 
     Args:
         text: raw generated text (str).
@@ -414,7 +419,11 @@ def clean_output(text: str, truncated: bool = False) -> str:
             changed = True
         while lines and not lines[0].strip():
             lines.pop(0)
-    if truncated and lines:
+    if truncated and any(not ln.strip() for ln in lines):
+        # several paragraphs (e.g. question-answer pairs): the last one is unfinished
+        while lines and lines[-1].strip():
+            lines.pop()
+    elif truncated and lines:
         last = lines[-1]
         ends = [m.end() for m in re.finditer(r"[.!?。！？](?=\s|$)", last)]
         if ends:
@@ -477,6 +486,27 @@ def _canon(s: str) -> str:
     return re.sub(r"\W+", " ", s.lower()).strip()
 
 
+_LEAK_N = 6
+
+
+def _ngrams(s: str, n: int = _LEAK_N) -> set[tuple[str, ...]]:
+    w = _canon(s).split()
+    return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+_EXAMPLE_NGRAMS: dict[str, set] = {}
+
+
+def leaks_example(source: str, output: str, style: str) -> bool:
+    """True when ``output`` repeats a 6-word sequence of the prompt's worked example for
+    ``style`` (web text or desired output) that is not also in ``source``: the model copied the
+    example instead of rewriting the document (a common failure of small base models)."""
+    if style not in _EXAMPLE_NGRAMS:
+        _EXAMPLE_NGRAMS[style] = set().union(*(_ngrams(t) for t in example_texts(style)))
+    hits = _ngrams(output) & _EXAMPLE_NGRAMS[style]
+    return bool(hits - _ngrams(source))
+
+
 def similarity(source: str, output: str) -> float:
     """Word-sequence similarity of two texts (float in [0, 1]; difflib's ratio, lowercased words)."""
     import difflib
@@ -513,8 +543,8 @@ def validate_output(source: str, output: str, style: str, *, finish_reason: str 
 
     Returns:
         None when valid, else the reason (str): ``empty``, ``truncated``, ``preamble``,
-        ``too_short``, ``too_long``, ``copy``, ``repetitive``, ``language_mismatch``,
-        ``unsupported``.
+        ``too_short``, ``too_long``, ``copy``, ``example_leak`` (:func:`leaks_example`),
+        ``repetitive``, ``language_mismatch``, ``unsupported``.
     """
     if not output.strip():
         return "empty"
@@ -530,6 +560,8 @@ def validate_output(source: str, output: str, style: str, *, finish_reason: str 
         return "too_long"
     if max_similarity < 1.0 and similarity(source, output) > max_similarity:
         return "copy"
+    if leaks_example(source, output, style):
+        return "example_leak"
     from webmill.filters.base import Document
 
     if not _repetition_filter().filter(Document(text=output, metadata={"language": expected_language or "en"}))[0]:
@@ -790,7 +822,7 @@ class Rephraser:
                     cleaned = clean_output(o.gen.text, truncated=o.gen.finish_reason == "length")
                     reason = validate_output(seg, cleaned, style, finish_reason=o.gen.finish_reason,
                                              expected_language=expected, lid=self.lid,
-                                             bounds=cfg.length_bounds(style), allow_truncated=cfg.allow_truncated,
+                                             bounds=cfg.length_bounds(style), allow_truncated=cfg.allow_truncated or style in cfg.truncated_styles,
                                              min_support=cfg.min_support, max_similarity=cfg.max_similarity)
                     if reason:
                         st.rejected[reason] += 1
