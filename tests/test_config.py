@@ -24,6 +24,8 @@ def test_fineweb_toml_lists_the_defaults():
     for path in CLASS_SECTIONS:
         params = inspect.signature(class_for(path)).parameters
         table = _section(cfg, path)
+        if table == {"enabled": False}:  # a step FineWeb does not run (rephrase)
+            continue
         assert len(table) > 1, path  # every rule lists its keys
         for key, value in table.items():
             if key == "enabled":

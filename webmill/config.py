@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "top_fraction": 0.1,
         "n_buckets": 20,  # Nemotron-CC (Su et al. 2024, section 2.2)
     },
+    "rephrase": {"enabled": False},  # + RephraseConfig fields (docs/rephrase.md)
     "tokenize": {
         "tokenizer": "cl100k_base",
         "shard_tokens": 100_000_000,
@@ -69,6 +70,7 @@ CLASS_SECTIONS = {
     ("filters", "fineweb"): ("webmill.filters.fineweb", "FineWebQualityFilter"),
     ("pii",): ("webmill.filters.pii", "PIIFilter"),
     ("dedup",): ("webmill.curate.dedup", "DedupConfig"),
+    ("rephrase",): ("webmill.curate.rephrase", "RephraseConfig"),
 }
 
 

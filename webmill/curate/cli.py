@@ -100,6 +100,8 @@ def run(
     tokenizer: Optional[str] = typer.Option(None, help="tiktoken name, trained tokenizer dir, or "
                                             "bpe:N to train a BPE of vocab N on this run's text "
                                             "[default: cl100k_base]."),
+    rephrase: Optional[bool] = typer.Option(None, "--rephrase/--no-rephrase", help="LLM rephrasing "
+                                            "(settings in the [rephrase] config table; off by default)."),
     tokenize: bool = typer.Option(True, "--tokenize/--no-tokenize", help="Write token shards."),
     force: bool = typer.Option(False, help="Reprocess inputs that already have a completion marker."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report at the end."),
@@ -120,6 +122,8 @@ def run(
         overrides.setdefault("tokenize", {})["tokenizer"] = tokenizer
     if quality is not None:
         overrides.setdefault("quality", {})["enabled"] = quality
+    if rephrase is not None:
+        overrides.setdefault("rephrase", {})["enabled"] = rephrase
     overrides.setdefault("dedup", {})["enabled"] = dedup
     overrides.setdefault("pii", {})["enabled"] = pii
     cfg = load_config(config, overrides)
@@ -167,6 +171,11 @@ def _global_steps(out: Path, cfg: dict, cfg_hash: str, do_tokenize: bool = True)
 
         run_finalize(out, cfg, input_subdir=src, output_subdir="final")
         src = "final"
+    if cfg["rephrase"].get("enabled", False):
+        from webmill.curate.rephrase import run_rephrase
+
+        run_rephrase(out, cfg, input_subdir=src, output_subdir="rephrased")
+        src = "rephrased"
     if do_tokenize:
         from webmill.tokenize.dataset import tokenize_dataset
 
