@@ -19,18 +19,20 @@ The contract checked (what :class:`webmill.curate.documents.FileProcessor` relie
 * decoding and extraction of any payload never raise;
 * every reported ``ReadError`` has a kind and a message.
 
-Without corpus directories the fuzzer is seeded with the regression inputs in
-``tests/data/crashers/`` and a few small real files from ``../shared/data/warc`` (gzip and
-decompressed). A crash is written to ``crash-<sha1>`` (libFuzzer's ``-artifact_prefix``); copy
+The fuzzer is always seeded with the regression inputs in ``tests/data/crashers/`` and a few
+small real files from ``../shared/data/warc`` (gzip and decompressed), in a temp directory added
+after the corpus directories given (if any; new inputs go to the first one). A crash is written to ``crash-<sha1>`` (libFuzzer's ``-artifact_prefix``); copy
 it to ``tests/data/crashers/`` so ``tests/test_reliability.py`` replays it.
 """
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import io
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import zlib
@@ -76,8 +78,6 @@ def _input_path() -> Path:
         fd, name = tempfile.mkstemp(prefix="webmill-fuzz-", suffix=".warc", dir=base)
         os.close(fd)
         _INPUT = Path(name)
-        import atexit
-
         atexit.register(_INPUT.unlink, missing_ok=True)
     return _INPUT
 
@@ -151,10 +151,14 @@ def main(argv: list[str]) -> None:
     logging.disable(logging.CRITICAL)  # warcio logs every odd header
     sys.stderr = open(os.devnull, "w")  # warcio writes zlib errors to sys.stderr (libFuzzer uses fd 2)
     args = list(argv)
+    # The seeds go into a temp directory (removed at exit). libFuzzer writes new inputs into the
+    # first corpus directory given: the user's if any, else the temp one.
+    seeds = Path(tempfile.mkdtemp(prefix="webmill-fuzz-seeds-"))
+    atexit.register(shutil.rmtree, seeds, ignore_errors=True)
+    seed_corpus(seeds)
     if not any(not a.startswith("-") for a in args[1:]):
-        corpus = Path(tempfile.mkdtemp(prefix="webmill-fuzz-corpus-"))
-        seed_corpus(corpus)
-        args.append(str(corpus))
+        print("fuzz_reader: no corpus directory given; the corpus is discarded at exit", file=sys.__stderr__)
+    args.append(str(seeds))
     import atheris  # only the fuzzer needs it; the replay test imports check_bytes without it
 
     # Coverage feedback from the reader, the decoder and warcio only (instrumenting everything,

@@ -205,7 +205,7 @@ import sys, pyarrow as pa
 from pathlib import Path
 from webmill.curate.outputs import write_json_atomic, write_parquet_atomic
 out = Path(sys.argv[1])
-tables = [pa.table({"i": list(range(k, k + 200_000)), "text": [f"row {j} " * 8 for j in range(200_000)]})
+tables = [pa.table({"i": list(range(k, k + 120_000)), "text": [f"row {j} " * 8 for j in range(120_000)]})
           for k in (0, 1)]
 print("ready", flush=True)
 n = 0
@@ -217,17 +217,17 @@ while True:
 
 
 def test_atomic_writes_never_leave_a_partial_file(tmp_path):
-    """SIGKILL a process that rewrites a Parquet and a JSON output in a loop, 6 times at random
+    """SIGKILL a process that rewrites a Parquet and a JSON output in a loop, 5 times at random
     moments: the output is always absent or one complete version, never a torn file; temp files
     left behind are not picked up as outputs and the next run removes them."""
-    expected = [pa.table({"i": list(range(k, k + 200_000)), "text": [f"row {j} " * 8 for j in range(200_000)]})
+    expected = [pa.table({"i": list(range(k, k + 120_000)), "text": [f"row {j} " * 8 for j in range(120_000)]})
                 for k in (0, 1)]
     rng = random.Random(11)
     saw_temp = False
-    for _ in range(6):
+    for _ in range(5):
         p = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.3, 1.5))
+        time.sleep(rng.uniform(0.2, 1.0))
         p.kill()
         p.wait()
         docs = sorted(q.name for q in (tmp_path / "documents").glob("*.parquet"))

@@ -20,11 +20,9 @@ the file), so the caller can count and list it. Paths go through fsspec, so ``s3
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import re
-import shutil
 import tempfile
 import zlib
 from dataclasses import dataclass, field
@@ -281,10 +279,12 @@ def _gunzip_chunks(raw, source: str, errors: list[ReadError], chunk: int = 1 << 
                     errors.append(ReadError(source, member_start, "truncated_gzip", "last gzip member is "
                                             "truncated; the file was cut short (re-download it)"))
                 return
-        if not in_member and not pending.strip(b"\0\r\n\t "):
-            pending = b""  # padding between or after members
-            member_start = raw.tell()
-            continue
+        if not in_member:  # skip padding (zero bytes, newlines) between or after members
+            stripped = pending.lstrip(b"\0\r\n\t ")
+            member_start += len(pending) - len(stripped)
+            pending = stripped
+            if not pending:
+                continue
         piece, pending = pending[:step], pending[step:]
         in_member = True
         try:
