@@ -803,7 +803,7 @@ img{max-width:100%;display:block;margin:8px 0}.note{color:#777;font-size:13px}.s
 """
 
 # Sets data-images-ok="<decoded>/<total>" on <body> once the page has loaded (checked by tests).
-_SCRIPT = """window.addEventListener('load',function(){var im=document.images,ok=0;
+IMAGES_CHECK_SCRIPT = """window.addEventListener('load',function(){var im=document.images,ok=0;
 for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}}
 document.body.setAttribute('data-images-ok',ok+'/'+im.length);});"""
 
@@ -840,7 +840,7 @@ def render_html(stats: dict, plots: dict[str, bytes]) -> str:
     t = stats["totals"]
     skipped = stats.get("skipped", {})
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>webmill report: "
-             f"{html.escape(stats['out'])}</title><style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
+             f"{html.escape(stats['out'])}</title><style>{_CSS}</style><script>{IMAGES_CHECK_SCRIPT}</script></head><body>",
              f"<h1>webmill dataset report</h1><p class=\"small\">{html.escape(stats['out'])} · "
              f"{html.escape(stats['created'])}</p>"]
     cards = [("input files", t["files"]), ("records", t["records"]), ("documents kept", t["kept"]),

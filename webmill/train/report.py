@@ -148,9 +148,7 @@ def _plot(name: str, metrics: dict) -> bytes | None:
     return buf.getvalue()
 
 
-_SCRIPT = """window.addEventListener('load',function(){var im=document.images,ok=0;
-for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}}
-document.body.setAttribute('data-images-ok',ok+'/'+im.length);});"""
+from webmill.curate.report import IMAGES_CHECK_SCRIPT as _SCRIPT  # noqa: E402  (same page check)
 
 
 def _fmt(v: Any) -> str:
