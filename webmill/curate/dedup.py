@@ -525,6 +525,8 @@ def run_dedup(
         stale = sorted(p.name for p in dst_dir.glob("*.parquet") if p.name not in {f.name for f in files})
         for name in stale:
             (dst_dir / name).unlink()
+        for partial in dst_dir.glob("*.parquet.tmp-*"):  # left by a run killed mid-write
+            partial.unlink(missing_ok=True)
         seconds["write"] = time.perf_counter() - t
     finally:
         ctx.enable_progress_bars, ctx.use_disk_based_hash_shuffle, ctx.shuffle_strategy = saved

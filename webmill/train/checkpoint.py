@@ -72,6 +72,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict, keep: in
     os.replace(tmp, path)
     for old in list_checkpoints(run_dir)[: -max(keep, 1)]:
         old.unlink(missing_ok=True)
+    for partial in d.glob(".step-*.pt.tmp-*"):  # left by a process killed mid-write
+        if partial != tmp:
+            partial.unlink(missing_ok=True)
     return path
 
 
