@@ -1,6 +1,6 @@
 """Helpers shared by the peer benchmarks (make_corpus, pipeline_vs_datatrove, memory).
 
-Standard library only (plus psutil where noted), so that it can be imported by the project venv
+Standard library only, so that it can be imported by the project venv
 and by the datatrove venv alike. Never import webmill here.
 """
 
@@ -102,48 +102,6 @@ class LoadSampler:
     @property
     def max(self) -> float:
         return max(self.samples) if self.samples else loadavg()[0]
-
-
-def tree_rss_sampler(root_pid: int, every_s: float, stop: threading.Event, out: dict,
-                     extra_pids=None) -> None:
-    """Sum the RSS of ``root_pid`` and all its descendants every ``every_s`` seconds until
-    ``stop`` is set; record ``peak``/``samples``/``peak_procs`` into ``out``.
-
-    ``extra_pids``: callable returning more root pids (e.g. Ray's raylet/GCS/workers, which a
-    local ``ray.init`` starts as children of the driver anyway; kept for clusters started apart).
-    Needs psutil.
-    """
-    import psutil
-
-    out.setdefault("peak", 0)
-    out.setdefault("samples", 0)
-    out.setdefault("peak_procs", 0)
-    out.setdefault("series", [])
-    t0 = time.time()
-    while not stop.is_set():
-        total, n = 0, 0
-        seen = set()
-        roots = [root_pid] + (list(extra_pids()) if extra_pids else [])
-        for rp in roots:
-            try:
-                p = psutil.Process(rp)
-                procs = [p] + p.children(recursive=True)
-            except psutil.NoSuchProcess:
-                continue
-            for q in procs:
-                if q.pid in seen:
-                    continue
-                seen.add(q.pid)
-                try:
-                    total += q.memory_info().rss
-                    n += 1
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-        out["samples"] += 1
-        out["series"].append((round(time.time() - t0, 1), total))
-        if total > out["peak"]:
-            out["peak"], out["peak_procs"] = total, n
-        stop.wait(every_s)
 
 
 def fmt_mb(nbytes: float) -> str:

@@ -19,8 +19,9 @@ on a fresh output directory. A thread sums the RSS of the ``curate`` process and
 descendants (the embedded Ray's GCS, raylet, workers, and the extraction subprocesses) every
 ``--interval`` seconds (0.2); PSS (shared pages divided among their users: the sum of RSS counts
 shared libraries and the object store once per process) is summed every 5th sample. Reported:
-peak tree RSS and PSS, the process count and the biggest processes at the peak, and the ratios
-4×/1× (goal ≤ 1.3).
+peak tree RSS and PSS, the process count and the biggest processes at the peak, the ratios
+4×/1× (goal ≤ 1.3), and the CPU seconds of the tree by process kind (extraction children, Ray
+workers, raylet, GCS, dashboard, driver): where the machine's time goes during a run.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def _label(p: psutil.Process) -> str:
 
 def sample_tree(root: int, every_s: float, stop: threading.Event, out: dict) -> None:
     out.update(peak_rss=0, peak_pss=0, samples=0, peak_procs=0, at_peak={})
+    cpu: dict[int, tuple[str, float]] = {}  # pid → (kind, last seen user+system CPU seconds)
+    out["cpu_by_kind"] = cpu
     i = 0
     while not stop.is_set():
         try:
@@ -103,7 +106,14 @@ def sample_tree(root: int, every_s: float, stop: threading.Event, out: dict) -> 
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             rss += m
-            by_label[_label(p)] += m
+            if p.pid not in cpu or i % 5 == 0:
+                label = cpu[p.pid][0] if p.pid in cpu else _label(p)
+                try:
+                    ct = p.cpu_times()
+                    cpu[p.pid] = (label, ct.user + ct.system)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            by_label[cpu[p.pid][0] if p.pid in cpu else _label(p)] += m
         out["samples"] += 1
         if rss > out["peak_rss"]:
             out.update(peak_rss=rss, peak_procs=len(procs), at_peak=dict(by_label.most_common()),
@@ -140,6 +150,10 @@ def run_one(corpus: Path, out: Path, workers: int, interval: float) -> dict:
         kept += json.loads(f.read_text()).get("kept", 0)
     res["kept"] = kept
     res.pop("t0", None)
+    by_kind = Counter()
+    for label, secs in res.pop("cpu_by_kind").values():
+        by_kind[label] += secs
+    res["cpu_s_by_kind"] = {k: round(v, 1) for k, v in by_kind.most_common()}
     return res
 
 
@@ -180,6 +194,11 @@ def main() -> None:
     print("\nRSS at the peak by process kind:")
     for name, r in results.items():
         print(f"  {name}: " + ", ".join(f"{k} {fmt_mb(v)}" for k, v in r["at_peak"].items()))
+    print("\nCPU seconds (user+system, sampled once a second per process) by process kind:")
+    for name, r in results.items():
+        tot = sum(r["cpu_s_by_kind"].values())
+        print(f"  {name} (total {tot:.0f} s over {r['wall_s']} s wall): "
+              + ", ".join(f"{k} {v:.0f} s ({v / tot:.0%})" for k, v in r["cpu_s_by_kind"].items()))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Usage (project venv; the datatrove side runs in ``bench/.venv-datatrove``, see R
     .venv/bin/python bench/pipeline_vs_datatrove.py --diagnose-only --corpus bench/out/corpus-diag
     .venv/bin/python bench/pipeline_vs_datatrove.py --rules-only   # rule chains on the same texts
     .venv/bin/python bench/pipeline_vs_datatrove.py --extract-speed  # the two extractors alone + profile
+    .venv/bin/python bench/pipeline_vs_datatrove.py --prefilter-estimate  # what-if: LID before trafilatura
 
 A = datatrove (``bench/datatrove_fineweb.py``: WarcReader → URLFilter → Trafilatura(favour_precision,
 timeout=1) → LanguageFilter(en, 0.65) → GopherRepetition → GopherQuality → C4Quality(
@@ -315,7 +316,7 @@ def rules_compare(texts: Path, out_dir: Path) -> dict:
     from webmill.curate.documents import build_rules
     from webmill.filters.base import Document
 
-    docs = [json.loads(x) for x in texts.read_text(encoding="utf-8").splitlines() if x]
+    docs = [json.loads(x) for x in texts.read_text(encoding="utf-8").split("\n") if x]
     rules = dict(zip(RULE_NAMES, build_rules(load_config())))
     t0 = time.perf_counter()
     ours = {}
@@ -338,7 +339,7 @@ def rules_compare(texts: Path, out_dir: Path) -> dict:
     subprocess.run([str(DATATROVE_PY), str(BENCH / "datatrove_fineweb.py"), "--rules-only", str(texts),
                     str(dt_out)], check=True)
     dt_s = time.perf_counter() - t0
-    theirs = {d["id"]: d for d in map(json.loads, dt_out.read_text().splitlines())}
+    theirs = {d["id"]: d for d in map(json.loads, dt_out.read_text().split("\n")[:-1])}
     per_rule = {}
     for name in RULE_NAMES:
         c = Counter()
@@ -358,7 +359,7 @@ def rules_compare(texts: Path, out_dir: Path) -> dict:
     diff = Counter()
     for k in kept_o ^ kept_t:
         diff[f"webmill {ours[k]['chain'] or 'keeps'} / datatrove {theirs[k]['chain'] or 'keeps'}"] += 1
-    return {"documents": len(docs), "kept_webmill": len(kept_o), "kept_datatrove": len(kept_t),
+    return {"texts": texts.name, "documents": len(docs), "kept_webmill": len(kept_o), "kept_datatrove": len(kept_t),
             "jaccard": jaccard(kept_o, kept_t), "per_rule": per_rule,
             "chain_disagreements": dict(diff.most_common()),
             "seconds_webmill_1core": round(ours_s, 2), "seconds_datatrove_1core_incl_startup": round(dt_s, 2)}
@@ -427,7 +428,7 @@ def extract_speed(html: Path, out_dir: Path, rounds: int) -> dict:
                 cmd = [str(DATATROVE_PY), str(BENCH / "datatrove_fineweb.py"), "--extract-speed", str(html), str(o)]
             la = loadavg()[0]
             subprocess.run(cmd, check=True)
-            res = [json.loads(x) for x in o.read_text().splitlines()]
+            res = [json.loads(x) for x in o.read_text().split("\n") if x]
             rows[side].append({"seconds": sum(r["seconds"] for r in res), "load": la})
             outs[side] = {r["id"]: r for r in res}
             print(f"  extract round {i + 1} {side}: {rows[side][-1]['seconds']:.1f} s (load {la:.1f})",
@@ -452,6 +453,43 @@ def extract_speed(html: Path, out_dir: Path, rounds: int) -> dict:
             "ratio_total": sec_d / sec_w, "median_per_page_ratio": per_doc_ratio,
             "identical_text": same, "empty_webmill": empty_w, "empty_datatrove": empty_d,
             "profile_top": buf.getvalue()}
+
+
+# ---------------------------------------------------------------------------------------------
+# What-if: language ID on a cheap text before trafilatura (skip confidently non-English pages)
+
+def prefilter_estimate(html: Path, extracted: Path, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)) -> dict:
+    """For the pages of ``html`` (with our trafilatura times/texts in ``extracted``, from
+    --extract-speed): run lid.176 on resiliparse's fast plain text (whole page, no main-content
+    detection) and count, per threshold T, the pages whose top language is not English with
+    probability ≥ T (would be skipped), the trafilatura seconds that saves, and the skipped pages
+    that webmill's language filter would have kept after trafilatura (false skips)."""
+    from resiliparse.extract.html2text import extract_plain_text
+
+    from webmill.filters.language import LanguageFilter
+
+    lid = LanguageFilter()
+    ex = {d["id"]: d for d in map(json.loads, extracted.read_text().split("\n")[:-1])}
+    rows = []
+    t0 = time.perf_counter()
+    for line in open(html, encoding="utf-8"):  # not splitlines(): U+2028 may occur in the HTML
+        d = json.loads(line)
+        cheap = extract_plain_text(d["html"], main_content=False, alt_texts=False)[:20000]
+        lang, p = lid.predict(cheap) if cheap.strip() else ("unknown", 0.0)
+        text = ex[d["id"]]["text"].strip()
+        kept_lang = bool(text) and (lambda lp: lp[0] == "en" and lp[1] >= 0.65)(lid.predict(text))
+        rows.append((lang, p, ex[d["id"]]["seconds"], kept_lang))
+    cheap_s = time.perf_counter() - t0
+    total_s = sum(r[2] for r in rows)
+    out = {"pages": len(rows), "extract_seconds": round(total_s, 1),
+           "cheap_lid_seconds_incl_final_lid": round(cheap_s, 1),
+           "pages_passing_language_after_trafilatura": sum(r[3] for r in rows), "by_threshold": {}}
+    for t in thresholds:
+        skip = [r for r in rows if r[0] != "en" and r[1] >= t]
+        out["by_threshold"][t] = {"skipped": len(skip), "seconds_saved": round(sum(r[2] for r in skip), 1),
+                                  "share_saved": round(sum(r[2] for r in skip) / total_s, 3),
+                                  "false_skips": sum(r[3] for r in skip)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,12 +520,25 @@ def main() -> None:
     ap.add_argument("--extract-speed", action="store_true", help="only time the two extractors "
                     "on the same decoded HTML (one core each, alternating), and profile ours")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of --extract-speed [3]")
+    ap.add_argument("--prefilter-estimate", action="store_true", help="what-if: lid.176 on a cheap "
+                    "text before trafilatura (needs the files of --extract-speed)")
     ap.add_argument("--dt-start-wait", type=float, default=60.0, help="seconds datatrove's new "
                     "extraction child gets to start [60; 0 = as shipped, see datatrove_fineweb.py]")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args()
     global DT_START_WAIT
     DT_START_WAIT = args.dt_start_wait
+    if args.prefilter_estimate:
+        pe = prefilter_estimate(args.out / "html.jsonl", args.out / "extract-webmill.jsonl")
+        (args.out / "prefilter-estimate.json").write_text(json.dumps(pe, indent=1))
+        print(f"\nLanguage pre-filter estimate ({pe['pages']} pages, {pe['extract_seconds']} s of "
+              f"trafilatura on one core; {pe['pages_passing_language_after_trafilatura']} pass the "
+              f"language filter after trafilatura; cheap text + lid for all pages "
+              f"{pe['cheap_lid_seconds_incl_final_lid']} s):")
+        for t, v in pe["by_threshold"].items():
+            print(f"  skip if top language ≠ en with p ≥ {t}: {v['skipped']} pages, {v['seconds_saved']} s "
+                  f"({v['share_saved']:.0%}) of extraction saved, {v['false_skips']} false skips")
+        return
     if args.extract_speed:
         html = args.out / "html.jsonl"
         if not html.is_file():
@@ -576,7 +627,7 @@ def main() -> None:
 
 
 def print_rules(rc: dict) -> None:
-    print(f"\nRules only, same texts ({rc['documents']} English documents, trafilatura 2.3.1 text): kept "
+    print(f"\nRules only, same texts ({rc['documents']} English documents from {rc.get('texts', '?')}): kept "
           f"webmill {rc['kept_webmill']}, datatrove {rc['kept_datatrove']}, Jaccard {rc['jaccard']:.3f}")
     for name, c in rc["per_rule"].items():
         print(f"  {name}: " + "; ".join(f"{k} {v}" for k, v in c.items()))

@@ -235,7 +235,12 @@ def test_accounting_for_every_shared_file(tmp_path, shared_warc):
     assert failed[str(bad / "vanished.warc.gz")].startswith("cannot be read")
     assert "3 inputs failed" in p.stderr
     giant = stats[str(shared_warc / "edge_cases" / "ia-cdxwriter_giant_html.warc.gz")]
-    assert giant["dropped"] == {"extract_timeout": 1}  # 16 MB page: ~80 s in trafilatura, 30 s timeout
+    # The 16 MB page takes 20-80 s in trafilatura depending on the machine, so under the 30 s
+    # timeout it either times out or is extracted and then fails language ID (its text is mostly
+    # markup debris). Either way its one record is accounted as one drop. The timeout path itself
+    # is tested deterministically (2 s timeout) in test_reliability.py.
+    assert giant["records"] == 1 and sum(giant["dropped"].values()) == 1, giant
+    assert set(giant["dropped"]) <= {"extract_timeout", "lang_low_score"}, giant
 
 
 # ---------------------------------------------------------------------------------------------
