@@ -225,16 +225,38 @@ def test_ellipsis_lines_ratio():
 
 def test_alphabetic_words_ratio():
     f = qual(min_alpha_words_ratio=0.8)
-    kept = " ".join(["word."] * 40 + ["1984"] * 9 + ["|"])  # 40 / 50 tokens have a letter
+    kept = " ".join(["word"] * 40 + ["1984"] * 9 + ["|"])  # 40 / 50 tokens have a letter
     dropped = " ".join(["word"] * 39 + ["2024"] * 11)  # 39 / 50
     assert f.filter(doc(kept)) == (True, None)
     assert f.filter(doc(dropped)) == (False, "gopher_below_alpha_words")
+    # FineWeb's tokens split punctuation off: "word." is two tokens, one without a letter
+    punct = " ".join(["word."] * 40 + ["1984"] * 9 + ["|"])  # 40 / 90
+    assert f.filter(doc(punct)) == (False, "gopher_below_alpha_words")
+    assert qual(min_alpha_words_ratio=0.8, tokens="whitespace").filter(doc(punct)) == (True, None)
+
+
+def test_punctuation_tokens_match_spacy_english():
+    """Expected lists are spaCy 3.8.18 ``spacy.blank("en")`` output (datatrove's English word
+    tokenizer for the FineWeb Gopher rules)."""
+    text = ("Hello, world. (1990), U.S. e.g. well-known mid-1960s 3.5 1,000 $5 don't it's "
+            "http://www.x.com/a?b=c foo@bar.com ... end... ok!! 10:30 14/03/2014 A/B #tag -- — x.gov")
+    assert T.punctuation_tokens(text) == [
+        "Hello", ",", "world", ".", "(", "1990", ")", ",", "U.S.", "e.g.", "well", "-", "known",
+        "mid-1960s", "3.5", "1,000", "$", "5", "don", "'t", "it", "'s", "http://www.x.com/a?b=c",
+        "foo@bar.com", "...", "end", "...", "ok", "!", "!", "10:30", "14/03/2014", "A", "/", "B",
+        "#", "tag", "--", "—", "x.gov"]  # spaCy: "do", "n't" (same count, both alphabetic)
 
 
 def test_stop_words():
     f = qual(min_stop_words=2)
     assert f.filter(doc("The cat sat on a mat and slept")) == (True, None)  # "The", "and"
     assert f.filter(doc("THE cat sat on a mat")) == (False, "gopher_too_few_stop_words")
+    assert f.filter(doc("the cat, the mat.")) == (False, "gopher_too_few_stop_words")  # distinct
+    assert f.filter(doc("the cat, and the mat.")) == (True, None)  # "and" with the comma split off
+    # whitespace tokens count occurrences of whole tokens ("and," is not "and")
+    w = qual(min_stop_words=2, tokens="whitespace")
+    assert w.filter(doc("the cat, the mat.")) == (True, None)
+    assert w.filter(doc("the cat and, mat.")) == (False, "gopher_too_few_stop_words")
     # the stop-word list is English: other languages are not checked by default
     assert f.filter(doc("Le chat dort sur le tapis", "fr")) == (True, None)
 

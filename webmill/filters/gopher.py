@@ -204,14 +204,20 @@ class GopherQualityFilter(BaseFilter):
             ``…`` / lines > ``max_ellipsis_lines_ratio`` (0.3).
         ``gopher_below_alpha_words``: tokens holding an alphabetic character / tokens <
             ``min_alpha_words_ratio`` (0.8).
-        ``gopher_too_few_stop_words``: occurrences of ``stop_words`` (as whole tokens, in
-            lower, Title or UPPER case; ``"the,"`` does not count) < ``min_stop_words`` (2).
+        ``gopher_too_few_stop_words``: distinct ``stop_words`` among the tokens (in lower, Title
+            or UPPER case; "the" and "The" are one) < ``min_stop_words`` (2).
 
-    Words are the whitespace tokens of the text minus symbol tokens (no letter or digit:
-    ``-``, ``|``, ``•``), so attached punctuation counts in the mean word length (``"end."``
-    has 4 characters); "tokens" in the alphabetic rule include symbol tokens (as datatrove
-    counts punctuation tokens), and numbers count as tokens without a letter. Lines are
-    ``text.split("\\n")`` (blank lines count, as with datatrove's ``splitlines``).
+    Tokens (``tokens``, default ``"punctuation"``): the text split as FineWeb's datatrove split
+    it (spaCy's English tokenizer, reproduced by
+    :func:`webmill.filters.text.punctuation_tokens`): punctuation is split off words, so
+    ``"end."`` is the word ``"end"`` plus the token ``"."``. Words are the tokens holding a
+    letter or digit; the word count, mean word length and ``#``/ellipsis ratios use them as
+    datatrove does (the ``#``/ellipsis denominator is all tokens), and the alphabetic rule
+    counts every token, so a text heavy in punctuation and numbers falls under 0.8 as it did
+    for FineWeb. With ``tokens = "whitespace"``, tokens are ``str.split()`` tokens (attached
+    punctuation stays in the word; the alphabetic ratio of ordinary prose is then ~0.15 higher)
+    and stop words are counted by occurrence. Lines are ``text.split("\\n")`` (blank lines
+    count, as with datatrove's ``splitlines``).
 
     Languages (``doc.metadata["language"]``):
         * word counts, symbol ratios, bullet/ellipsis lines, alphabetic ratio: all languages;
@@ -234,6 +240,7 @@ class GopherQualityFilter(BaseFilter):
         min_alpha_words_ratio: 0.8 (A.1.1 "80% of words ... contain at least one alphabetic
             character"; datatrove calls this ``max_non_alpha_words_ratio``).
         min_stop_words: 2 (A.1.1 "at least two of the following English words").
+        tokens: ``"punctuation"`` (FineWeb's tokenization, above) or ``"whitespace"``.
         stop_words: Gopher's list (A.1.1).
         bullet_chars: ``["•", "-"]`` (datatrove's bullet test; Gopher names no glyphs).
         stop_words_languages: ``["en"]``.
@@ -276,8 +283,16 @@ class GopherQualityFilter(BaseFilter):
         word_length_skip_languages=tuple(sorted(NO_SPACE_LANGUAGES)),
         skip_languages=(),
         default_language: str = DEFAULT_LANGUAGE,
+        tokens: str = "punctuation",
     ):
         t = self.name
+        if tokens not in ("punctuation", "whitespace"):
+            from webmill.errors import UserError
+
+            raise UserError(
+                f'[filters.{t}] tokens must be "punctuation" or "whitespace", got {tokens!r}'
+            )
+        self.tokens = tokens
         self.min_doc_words = check_number(t, "min_doc_words", min_doc_words, integer=True)
         self.max_doc_words = check_number(t, "max_doc_words", max_doc_words, integer=True)
         self.min_avg_word_length = check_number(t, "min_avg_word_length", min_avg_word_length)
@@ -314,8 +329,14 @@ class GopherQualityFilter(BaseFilter):
         if lang in self.skip_languages:
             return True, None
         text = s.text
-        n_tokens = s.n_words
-        n_words = n_tokens - s.n_symbol_tokens
+        split = self.tokens == "punctuation" and not s.char_words
+        if split:
+            pc = s.punct_counts
+            n_tokens, n_words, word_chars = pc.n_tokens, pc.n_words, pc.word_chars
+        else:
+            n_tokens = s.n_words
+            n_words = n_tokens - s.n_symbol_tokens
+            word_chars = s.word_chars - s.symbol_chars
 
         if self.min_doc_words is not None and n_words < self.min_doc_words:
             return False, "gopher_short_doc"
@@ -323,14 +344,14 @@ class GopherQualityFilter(BaseFilter):
             return False, "gopher_long_doc"
 
         if n_words and lang not in self.word_length_skip_languages:
-            mean_len = (s.word_chars - s.symbol_chars) / n_words
+            mean_len = word_chars / n_words
             if self.min_avg_word_length is not None and mean_len < self.min_avg_word_length:
                 return False, "gopher_below_avg_word_len"
             if self.max_avg_word_length is not None and mean_len > self.max_avg_word_length:
                 return False, "gopher_above_avg_word_len"
 
         if self.max_symbol_word_ratio is not None:
-            denom = max(n_words, 1)
+            denom = max(n_tokens if split else n_words, 1)
             if text.count("#") / denom > self.max_symbol_word_ratio:
                 return False, "gopher_too_many_hashes"
             if (text.count("...") + text.count("…")) / denom > self.max_symbol_word_ratio:
@@ -348,11 +369,18 @@ class GopherQualityFilter(BaseFilter):
                 return False, "gopher_too_many_end_ellipsis"
 
         if self.min_alpha_words_ratio is not None and n_tokens:
-            alpha = 1 - s.n_non_alpha_tokens / n_tokens
+            if split:
+                alpha = pc.n_alpha / n_tokens
+            else:
+                alpha = 1 - s.n_non_alpha_tokens / n_tokens
             if alpha < self.min_alpha_words_ratio:
                 return False, "gopher_below_alpha_words"
 
         if self.min_stop_words is not None and lang in self.stop_words_languages:
-            if s.count_words_in(self.stop_words) < self.min_stop_words:
+            if split:
+                n_stop = len({w.lower() for w in self.stop_words.intersection(pc.distinct)})
+            else:
+                n_stop = s.count_words_in(self.stop_words)
+            if n_stop < self.min_stop_words:
                 return False, "gopher_too_few_stop_words"
         return True, None

@@ -40,6 +40,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
+from itertools import filterfalse
+from typing import NamedTuple
 
 import numpy as np
 import regex
@@ -107,6 +109,102 @@ def split_words(text: str, language: str = DEFAULT_LANGUAGE) -> list[str]:
     if language in NO_SPACE_LANGUAGES:
         return _CHAR_WORD_RE.findall(text)
     return text.split()
+
+
+# --- punctuation-split tokens (FineWeb's Gopher quality words) --------------------------------
+
+#: Word tokens the way FineWeb counted them for the Gopher quality rules: datatrove's
+#: ``GopherQualityFilter`` splits English text with spaCy's rule-based tokenizer
+#: (``spacy.blank("en")``; NLTK's ``word_tokenize`` in the datatrove used for FineWeb), which
+#: splits punctuation off words ("end." → "end", "."; "(1990)," → "(", "1990", ")", ",") but
+#: keeps URLs, e-mail addresses, domains, abbreviations ("U.S."), numbers ("3.5", "1,000",
+#: "14/03/2014"), contractions ("it", "'s") and hyphens before digits ("mid-1960s") together.
+#: This regex reproduces that without spaCy: on 388 English web texts (trafilatura output of
+#: the shared WARCs) the alphabetic-token ratio differs from spaCy 3.8's by 0.004 (median) and
+#: the keep/drop decision at 0.8 agrees on 385 (whitespace tokens: 300).
+_PUNCT_TOKEN_RE = regex.compile(
+    r"""
+    (?:https?://|www\.)[^\s<>"]+[^\s<>".,;:!?)\]'] # URL
+    | [\w.+-]+@[\w-]+(?:\.[\w-]+)+                 # e-mail address
+    | (?:[^\W\d_]\.){2,}                            # abbreviation: U.S. e.g.
+    | (?:[^\W_][\w-]*\.)+[^\W\d_]{2,}(?![\w.])       # domain: example.org
+    | (?<!\S)\.[^\W\d_]\w*                           # .gov .mp3 at a token start
+    | (?<=\w)['’][^\W\d_]+                           # contraction: 's n't 've
+    | \w+(?:\.?\[|\()\w+                             # citation, plural: word.[1 model(s
+    | \w*[^\W\d_](?:-\d\w*)+                         # mid-1960s (hyphen before a digit)
+    | \w+(?:[.,:/]\d+)*                              # word, 3.5, 1,000, 10:30, 14/03/2014
+    | \.{2,} | -{2,} | \|+                           # ellipsis, dash, rule runs
+    | [^\w\s]                                        # any other punctuation: one token each
+    """,
+    regex.X,
+)
+
+
+def punctuation_tokens(text: str) -> list[str]:
+    """Split ``text`` into word and punctuation tokens like spaCy's English tokenizer, as
+    FineWeb's Gopher quality rules saw them (datatrove ``GopherQualityFilter``; see
+    :data:`_PUNCT_TOKEN_RE` for the measured agreement).
+
+    Returns:
+        ``list[str]``: tokens in text order, none empty or containing whitespace.
+    """
+    return _PUNCT_TOKEN_RE.findall(text)
+
+
+# punctuation split off the ends of a word one character per token (spaCy prefixes/suffixes)
+_EDGE_PUNCT = ',;:!?()[]{}"\'.“”‘’«»'
+
+
+class PunctTokenCounts(NamedTuple):
+    """Counts over :func:`punctuation_tokens` (see :func:`punctuation_token_counts`)."""
+
+    n_tokens: int  #: all tokens
+    n_alpha: int  #: tokens holding an alphabetic character (``str.isalpha``)
+    n_words: int  #: tokens holding a letter or digit (``str.isalnum``): words
+    word_chars: int  #: characters of those words
+    distinct: frozenset  #: the distinct word tokens (``frozenset[str]``)
+
+
+def punctuation_token_counts(text: str) -> PunctTokenCounts:
+    """The counts of :func:`punctuation_tokens` without running the regex on every token.
+
+    Whitespace tokens that are all letters/digits ("word") or one character ("|") are one
+    token; a word with punctuation only at its ends ("(1990),") is the word plus one token per
+    end character, as the regex splits it; the rest (contractions, URLs, "U.S.", "3.5", "...")
+    go through the regex. Same numbers as counting ``punctuation_tokens`` over the whitespace
+    tokens (tested on the shared WARC documents), except that a letter/digit run holding a
+    numeric symbol that is not a regex word character ("Ã¼" mojibake: "¼") stays one word;
+    ~4× faster than the regex on web text (≈ 6 MB/s on one core).
+    """
+    findall = _PUNCT_TOKEN_RE.findall
+    isalnum, isalpha, isnumeric, strip = str.isalnum, str.isalpha, str.isnumeric, str.strip
+    tokens = text.split()
+    words = list(filter(isalnum, tokens))  # the common case, filtered in C
+    n_tok = len(tokens)  # each whitespace token is at least one token
+    pieces: list[str] = []
+    if len(words) < n_tok:
+        for w in filterfalse(isalnum, tokens):
+            if len(w) == 1:
+                continue  # "|", "-", "&": one symbol token
+            core = strip(w, _EDGE_PUNCT)
+            if core and isalnum(core) and ".." not in w and w[0] != ".":  # ".gov": one token
+                words.append(core)
+                n_tok += len(w) - len(core)  # one more token per end character
+            else:
+                found = findall(w)
+                pieces += found
+                n_tok += len(found) - 1
+    n_words = len(words)
+    n_alpha = n_words - sum(map(isnumeric, words))
+    word_chars = sum(map(len, words))
+    for p in pieces:
+        if not isalnum(p) and not any(map(isalnum, p)):
+            continue
+        n_words += 1
+        word_chars += len(p)
+        words.append(p)
+        n_alpha += isalpha(p) or any(map(isalpha, p))
+    return PunctTokenCounts(n_tok, n_alpha, n_words, word_chars, frozenset(words))
 
 
 # --- vectorized whitespace tokens ------------------------------------------------------------
@@ -255,6 +353,7 @@ class TextStats:
             char words, whose split drops punctuation).
         symbol_chars: characters in those symbol tokens (``int``).
         n_non_alpha_tokens: tokens without an alphabetic character (symbols, numbers; ``int``).
+        punct_counts: :func:`punctuation_token_counts` of the text.
         word_hashes: ``np.ndarray[uint64]`` of shape ``(n_words,)``: a hash per word (Python
             ``hash`` or :func:`token_arrays`; only equality within one document is used).
     """
@@ -276,6 +375,10 @@ class TextStats:
     @_lazy
     def words(self) -> list[str]:
         return split_words(self.text, self.language)
+
+    @_lazy
+    def punct_counts(self) -> PunctTokenCounts:
+        return punctuation_token_counts(self.text)
 
     @_lazy
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
