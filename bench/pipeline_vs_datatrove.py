@@ -86,7 +86,7 @@ def pre_document_reason(info: dict) -> str:
     if info["rec_type"] not in ("response", "conversion"):
         return "not_response"
     if info["rec_type"] == "response" and info["status"] != 200:
-        return "http_not_200"
+        return "http_status"
     if info["rec_type"] == "response" and "html" not in info["ctype"]:
         return "not_html"
     return "?"

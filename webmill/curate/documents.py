@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 from webmill.config import class_for, config_hash, kwargs_of
+from webmill.errors import UserError
 from webmill.curate.extract import Extractor, ExtractionTimeout, decode_html
 from webmill.curate.outputs import (DOCUMENT_SCHEMA, marker_path, write_json_atomic,
                                     write_parquet_atomic)
@@ -56,6 +57,12 @@ class FileProcessor:
                          if cfg["language"].get("enabled", True) else None)
         self.rules = build_rules(cfg)
         ex = cfg["extract"]
+        statuses = ex.get("http_status", [200])
+        if isinstance(statuses, str) or not all(
+                isinstance(x, int) and not isinstance(x, bool) and 100 <= x <= 599 for x in statuses):
+            raise UserError(f"config extract.http_status must be a list of HTTP status codes "
+                            f"(e.g. [200]; [] for any), got {statuses!r}")
+        self.http_status = frozenset(statuses)
         self.extractor = Extractor(ex["extractor"], ex["timeout_s"], ex["max_docs_per_child"])
 
     def close(self) -> None:
@@ -139,8 +146,8 @@ class FileProcessor:
         if not is_wet:
             if rec.rec_type != "response":
                 return drop("not_response")
-            if rec.http_status != 200:
-                return drop("http_not_200")
+            if self.http_status and rec.http_status not in self.http_status:
+                return drop("http_status")
             if "html" not in rec.content_type:
                 return drop("not_html")
         stages["html_or_wet"] += 1
