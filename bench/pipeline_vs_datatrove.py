@@ -14,8 +14,9 @@ A = datatrove (``bench/datatrove_fineweb.py``: WarcReader → URLFilter → Traf
 timeout=1) → LanguageFilter(en, 0.65) → GopherRepetition → GopherQuality → C4Quality(
 filter_no_terminal_punct=False) → FineWebQuality → JsonlWriter; LocalPipelineExecutor with one
 task per file and ``--workers`` processes).
-B = ``curate run FILES -o OUT --no-dedup --no-pii --no-tokenize --no-report --workers N``
-(defaults = FineWeb's chain, trafilatura, 1 s extraction timeout).
+B = ``curate run FILES -o OUT --no-dedup --no-pii --no-tokenize --no-report --workers N
+-c bench.toml`` (defaults = FineWeb's chain, trafilatura, 1 s extraction timeout; bench.toml sets
+``extract.http_status = []``: every response is extracted, as datatrove's WarcReader does).
 
 Each run is a fresh process tree timed from outside (wall seconds, start-up included for both).
 Pairs alternate the order (AB, BA, AB, ...); before each pair the script waits up to
@@ -24,8 +25,7 @@ corpus (``response`` records whose HTTP Content-Type contains ``html``, the same
 both) / wall seconds; ratio = webmill docs/s / datatrove docs/s per pair, median reported.
 
 Agreement: Jaccard of the kept document sets (keyed by WARC-Record-ID, every copy counted) and
-of the kept URL sets (copies collapse), also restricted to status-200 records (datatrove's
-WarcReader does not look at the HTTP status; webmill drops non-200 responses before extraction).
+of the kept URL sets (copies collapse), also restricted to status-200 records.
 
 Disagreement analysis (``--diagnose``, on by default, untimed): one more run of each with
 datatrove's exclusion writers (+ id logs after the reader and the extractor) and webmill's
@@ -115,10 +115,11 @@ def run_webmill(corpus: Path, out: Path, workers: int, diagnose: bool = False,
     cmd = [str(CURATE), "run", *files, "-o", str(out / "curate"), "--no-dedup", "--no-pii",
            "--no-tokenize", "--no-report", "--workers", str(workers)]
     out.mkdir(parents=True)
-    if diagnose or timeout != 1.0:
-        (out / "bench.toml").write_text(f"[output]\nwrite_removed = {str(diagnose).lower()}\n"
-                                        f"[extract]\ntimeout_s = {float(timeout)}\n")
-        cmd += ["-c", str(out / "bench.toml")]
+    # the equivalent of datatrove's stage: every HTTP status is extracted (its WarcReader does
+    # not look at the status), the same per-document extraction timeout
+    (out / "bench.toml").write_text(f"[output]\nwrite_removed = {str(diagnose).lower()}\n"
+                                    f"[extract]\ntimeout_s = {float(timeout)}\nhttp_status = []\n")
+    cmd += ["-c", str(out / "bench.toml")]
     return _timed(cmd, out / "run.log")
 
 

@@ -38,3 +38,36 @@ def test_empty_list_extracts_every_response(tmp_path, shared_warc):
 def test_bad_status_list_is_a_user_error(tmp_path, bad):
     with pytest.raises(UserError, match="extract.http_status"):
         FileProcessor(load_config(None, {"extract": {"http_status": bad}}), tmp_path)
+
+
+def test_identified_payload_type_wins_over_the_http_header(tmp_path, shared_warc):
+    """Common Crawl's WARC-Identified-Payload-Type (the crawler's sniffed type) decides what is
+    HTML where present; the HTTP Content-Type header decides otherwise."""
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from test_reliability import real_html_pages
+
+    html = real_html_pages(shared_warc, ["cc_CC-MAIN-2025-33_cdx-toolkit-3records.warc.gz"])[0][1]
+    cases = [("text/html", "application/json"),  # server says HTML, sniffed JSON: not extracted
+             ("application/octet-stream", "text/html"),  # sniffed HTML: extracted
+             ("text/html", None)]  # no sniffed type: the header decides
+    path = tmp_path / "t.warc.gz"
+    with open(path, "wb") as f:
+        w = WARCWriter(f, gzip=True)
+        for i, (header, sniffed) in enumerate(cases):
+            http = StatusAndHeaders("200 OK", [("Content-Type", header)], protocol="HTTP/1.1")
+            warc = {"WARC-Date": "2024-05-01T00:00:00Z", "WARC-Record-ID": f"<urn:uuid:{i:036d}>"}
+            if sniffed:
+                warc["WARC-Identified-Payload-Type"] = sniffed
+            w.write_record(w.create_warc_record(f"http://example.org/{i}", "response", payload=io.BytesIO(html),
+                                                http_headers=http, warc_headers_dict=warc))
+    proc = FileProcessor(load_config(None, {"extract": {"timeout_s": 30.0}}), tmp_path / "out")
+    try:
+        s = proc.process(str(path))
+    finally:
+        proc.close()
+    assert s["dropped"].get("not_html") == 1
+    assert s["stages"]["html_or_wet"] == 2

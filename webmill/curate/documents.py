@@ -24,6 +24,8 @@ from webmill.curate.outputs import (DOCUMENT_SCHEMA, marker_path, write_json_ato
 from webmill.curate.readers import MAX_PAYLOAD_BYTES, ReadError, document_id, input_stem, iter_records
 from webmill.filters.base import Document
 
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
 RULE_SECTIONS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
 MAX_LISTED_ERRORS = 100  # errors listed per file in stats (all are counted)
 
@@ -148,7 +150,12 @@ class FileProcessor:
                 return drop("not_response")
             if self.http_status and rec.http_status not in self.http_status:
                 return drop("http_status")
-            if "html" not in rec.content_type:
+            # the crawler's sniffed type wins over the server's header where the archive has one
+            # (Common Crawl; datatrove's WarcReader reads the same header)
+            if rec.identified_type is not None:
+                if rec.identified_type not in _HTML_TYPES:
+                    return drop("not_html")
+            elif "html" not in rec.content_type:
                 return drop("not_html")
         stages["html_or_wet"] += 1
         doc = Document(text="", url=rec.url, id=document_id(source_name, rec.record_id))

@@ -76,6 +76,8 @@ class Record:
         charset: charset parameter from the HTTP Content-Type header, or None.
         read_payload: call once to get the payload bytes (HTTP body, or the WET text); reading
             is lazy so that blocked URLs are never read or decoded.
+        identified_type: WARC-Identified-Payload-Type (the crawler's sniffed media type, as
+            Common Crawl writes it), lower-case without parameters, or None when absent.
     """
 
     rec_type: str
@@ -87,6 +89,7 @@ class Record:
     content_type: str
     charset: str | None
     read_payload: Callable[[], bytes] = field(repr=False)
+    identified_type: str | None = None
 
 
 def input_stem(path: str) -> str:
@@ -179,6 +182,7 @@ def _to_record(rec, offset: int, is_arc: bool = False) -> Record:
         content_type=ctype,
         charset=charset,
         read_payload=read_payload,
+        identified_type=_media_type(h.get_header("WARC-Identified-Payload-Type"))[0] or None,
     )
 
 
