@@ -503,6 +503,9 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=CORPUS_DIR, help="corpus from make_corpus.py")
     ap.add_argument("--pairs", type=int, default=3, help="alternating A/B pairs [3]")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=1.0, help="per-document extraction timeout "
+                    "of the timed runs, both sides [1 s, datatrove's default; under load a 1 s "
+                    "timeout drops different pages on each side, 30 s takes that out]")
     ap.add_argument("--max-load", type=float, default=4.0, help="wait for a 1-min load below this")
     ap.add_argument("--wait-s", type=float, default=0.0, help="max seconds to wait for it per pair [0]")
     ap.add_argument("--diag-corpus", type=Path, default=None, help="corpus for the diagnosis runs "
@@ -574,7 +577,7 @@ def main() -> None:
     results: dict = {
         "corpus": str(args.corpus), "files": len(files), "html_docs": n_docs,
         "records": man["total_records"], "workers": args.workers, "cpus": os.cpu_count(),
-        "datatrove_start_wait_s": args.dt_start_wait,
+        "datatrove_start_wait_s": args.dt_start_wait, "timeout_s": args.timeout,
         "versions": {
             "webmill venv": pip_versions(PROJECT_PY, ["webmill", "trafilatura", "lxml", "ray",
                                                       "fasttext-numpy2", "warcio", "numpy"]),
@@ -592,7 +595,8 @@ def main() -> None:
             for side in order:
                 out = args.out / f"run-{side}"
                 print(f"pair {i + 1}/{args.pairs}: {side} ...", file=sys.stderr, flush=True)
-                r = (run_datatrove if side == "datatrove" else run_webmill)(args.corpus, out, args.workers)
+                r = (run_datatrove if side == "datatrove" else run_webmill)(args.corpus, out, args.workers,
+                                                                             timeout=args.timeout)
                 r["docs_per_s"] = n_docs / r["wall_s"]
                 r.update(datatrove_stats(out) if side == "datatrove" else webmill_stats(out))
                 pair[side] = r

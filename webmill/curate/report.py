@@ -41,7 +41,7 @@ TOP_LANGUAGES = 20
 # Per-document stages in pipeline order, and the drop-reason prefixes that belong to each.
 # A reason matches the first stage whose prefix list contains a prefix of it.
 _STAGE_REASONS: list[tuple[str, tuple[str, ...]]] = [
-    ("html_or_wet", ("not_response", "http_not_", "not_html")),
+    ("html_or_wet", ("not_response", "http_", "not_html")),
     ("url_filter", ("url_",)),
     ("extract", ("extract_",)),
     ("language", ("lang_",)),
