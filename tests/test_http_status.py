@@ -1,5 +1,6 @@
-"""``extract.http_status``: which HTTP responses are extracted (FineWeb's datatrove WarcReader
-extracts every response; webmill's default keeps status 200 only)."""
+"""Which HTTP responses are extracted: ``extract.http_status`` (FineWeb's datatrove WarcReader
+extracts every response; webmill's default keeps status 200 only), the crawler's sniffed payload
+type, and bodies served as HTML that are not HTML."""
 
 from __future__ import annotations
 
@@ -71,3 +72,25 @@ def test_identified_payload_type_wins_over_the_http_header(tmp_path, shared_warc
         proc.close()
     assert s["dropped"].get("not_html") == 1
     assert s["stages"]["html_or_wet"] == 2
+
+
+def test_bodies_that_are_not_html_are_not_extracted(tmp_path, shared_warc):
+    """JSONP/JSON/JavaScript served as text/html (jd.com's API calls in the webrecorder capture)
+    are dropped as ``extract_not_html`` before trafilatura; real pages are all extracted."""
+    from test_reliability import real_html_pages
+
+    from webmill.curate.extract import looks_like_html
+
+    jd = real_html_pages(shared_warc, ["webrecorder_2018_jd-com_zh.warc.gz"])
+    not_html = [u for u, p in jd if not looks_like_html(p)]
+    assert len(not_html) >= 10 and all("callback=" in u or "/get?" in u or ".php" in u for u in not_html)
+    iana = real_html_pages(shared_warc, ["pywb_2014_iana-org_with-revisits.warc.gz"])
+    assert iana and all(looks_like_html(p) for _, p in iana)
+    assert looks_like_html(b"\xef\xbb\xbf\n<!DOCTYPE html><html>") and looks_like_html(b"Warning: x\n<html>")
+    assert not looks_like_html(b"") and not looks_like_html(b'{"a": 1}')
+    proc = FileProcessor(load_config(None, {"extract": {"timeout_s": 30.0}}), tmp_path)
+    try:
+        s = proc.process(str(shared_warc / "webrecorder_2018_jd-com_zh.warc.gz"))
+    finally:
+        proc.close()
+    assert s["dropped"]["extract_not_html"] == len(not_html)

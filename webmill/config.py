@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
         "timeout_s": 1.0,  # datatrove's default per-document extraction timeout
         "max_docs_per_child": 5000,  # recycle the extraction subprocess (bounds memory)
         "http_status": [200],  # HTTP statuses of responses that are extracted; [] → any
+        "fast": False,  # trafilatura fast mode (no fallback extractors): faster, fewer docs
     },
     "language": {"enabled": True},  # + LanguageFilter kwargs (languages=["en"], threshold=0.65)
     "filters": {

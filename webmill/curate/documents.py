@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from webmill.config import class_for, config_hash, kwargs_of
 from webmill.errors import UserError
-from webmill.curate.extract import Extractor, ExtractionTimeout, decode_html
+from webmill.curate.extract import Extractor, ExtractionTimeout, decode_html, looks_like_html
 from webmill.curate.outputs import (DOCUMENT_SCHEMA, marker_path, write_json_atomic,
                                     write_parquet_atomic)
 from webmill.curate.readers import MAX_PAYLOAD_BYTES, ReadError, document_id, input_stem, iter_records
@@ -65,7 +65,8 @@ class FileProcessor:
             raise UserError(f"config extract.http_status must be a list of HTTP status codes "
                             f"(e.g. [200]; [] for any), got {statuses!r}")
         self.http_status = frozenset(statuses)
-        self.extractor = Extractor(ex["extractor"], ex["timeout_s"], ex["max_docs_per_child"])
+        self.extractor = Extractor(ex["extractor"], ex["timeout_s"], ex["max_docs_per_child"],
+                                   ex.get("fast", False))
 
     def close(self) -> None:
         self.extractor.close()
@@ -176,6 +177,8 @@ class FileProcessor:
         try:
             if is_wet:
                 doc.text = payload.decode("utf-8", errors="replace").strip()
+            elif not looks_like_html(payload):
+                return drop("extract_not_html", doc, "extract")  # JSON, JS, empty body
             else:
                 doc.text = self.extractor.extract(decode_html(payload, rec.charset)).strip()
         except ExtractionTimeout:

@@ -67,14 +67,46 @@ def detect_charset(payload: bytes, header_charset: str | None) -> str:
     return _codec(detect_encoding(payload[:65536])) or "utf-8"
 
 
+# WHATWG MIME Sniffing, section 7.1 ("identifying a resource with an unknown MIME type") sniffs
+# HTML by its first bytes after whitespace: "<!DOCTYPE HTML", "<HTML", "<HEAD", "<BODY", "<P",
+# "<DIV", ..., "<!--". We accept any tag, comment or XML declaration there (<meta, <link, <span
+# start real pages too); JSON, JSONP, JavaScript and text never start with "<" + letter.
+_HTML_START = re.compile(rb"[\t\n\x0c\r ]*<[a-zA-Z!?]")
+_HTML_INSIDE = re.compile(rb"<(?:html|body|!doctype html)[\s>]", re.IGNORECASE)
+
+
+def looks_like_html(payload: bytes) -> bool:
+    """Whether an HTTP body served as HTML really is HTML (bytes → bool).
+
+    True when the body starts (after a UTF-8 BOM and whitespace) with a tag, comment or XML
+    declaration (WHATWG MIME Sniffing §7.1, loosened to any tag), or has ``<html``/``<body``/``<!doctype html`` in its first 1,024 bytes
+    (pages with a PHP warning or stray text before the markup), or is UTF-16 (BOM). False for
+    empty bodies, JSON/JSONP, JavaScript and plain text served as ``text/html``: on the shared
+    WARCs these are 15 % of "HTML" responses, and datatrove's reader (libmagic sniffing) skips
+    them too, though libmagic also rejects some real pages (it read data.gov and kaggle.com
+    front pages as JavaScript) that this test keeps.
+    """
+    head = payload[:1024]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    return bool(_HTML_START.match(head) or _HTML_INSIDE.search(head))
+
+
 def decode_html(payload: bytes, header_charset: str | None = None) -> str:
     """Decode an HTML payload (bytes) to str with :func:`detect_charset`; bad bytes → U+FFFD."""
     return payload.decode(detect_charset(payload, header_charset), errors="replace")
 
 
-def extract_text(html: str, extractor: str = "trafilatura") -> str:
+def extract_text(html: str, extractor: str = "trafilatura", fast: bool = False) -> str:
     """Main text of one HTML page (str → str, "" when nothing is extracted). No timeout here:
-    use :class:`Extractor` for that."""
+    use :class:`Extractor` for that.
+
+    trafilatura runs with FineWeb's settings (datatrove ``Trafilatura``: ``favor_precision``,
+    no comments, ``deduplicate``); ``fast=True`` adds trafilatura's ``fast`` mode (no
+    readability/jusText fallback): on the shared pages 1.7× faster, 59 instead of 65 pages
+    pass the FineWeb chain (kept-set Jaccard 0.91 against the full mode).
+    """
     if extractor == "resiliparse":
         from resiliparse.extract.html2text import extract_plain_text
 
@@ -82,7 +114,7 @@ def extract_text(html: str, extractor: str = "trafilatura") -> str:
     import trafilatura
 
     return trafilatura.extract(html, favor_precision=True, include_comments=False,
-                               deduplicate=True) or ""
+                               deduplicate=True, fast=fast) or ""
 
 
 def _send(stream, data: bytes) -> None:
@@ -120,7 +152,7 @@ def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
-def child_main(extractor: str, parent_pid: int | None = None) -> None:
+def child_main(extractor: str, parent_pid: int | None = None, fast: bool = False) -> None:
     """Loop of the extraction subprocess: length-prefixed UTF-8 HTML in, status + text out.
 
     With ``parent_pid`` the process exits within about a second of its parent's death.
@@ -129,7 +161,7 @@ def child_main(extractor: str, parent_pid: int | None = None) -> None:
         _exit_with_parent(parent_pid)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # library prints must not corrupt the protocol
-    extract_text("<html><body><p>warm up</p></body></html>", extractor)
+    extract_text("<html><body><p>warm up</p></body></html>", extractor, fast)
     _send(out, b"ready")
     while True:
         try:
@@ -137,7 +169,7 @@ def child_main(extractor: str, parent_pid: int | None = None) -> None:
         except EOFError:
             return
         try:
-            _send(out, b"K" + extract_text(html, extractor).encode("utf-8", "surrogatepass"))
+            _send(out, b"K" + extract_text(html, extractor, fast).encode("utf-8", "surrogatepass"))
         except Exception as e:  # noqa: BLE001 - reported to the parent, counted there
             _send(out, b"E" + f"{type(e).__name__}: {e}"[:300].encode("utf-8", "replace"))
 
@@ -154,18 +186,20 @@ class Extractor:
         timeout_s: seconds allowed per page (float, default 1.0 as in datatrove); the child is
             killed and restarted when exceeded.
         max_docs_per_child: recycle the child after this many pages (bounds memory growth).
+        fast: trafilatura's fast mode (see :func:`extract_text`).
 
     Use as a context manager; :meth:`extract` returns the text or raises
     :class:`ExtractionTimeout` / ``RuntimeError`` (extractor exception, message attached).
     """
 
     def __init__(self, extractor: str = "trafilatura", timeout_s: float = 1.0,
-                 max_docs_per_child: int = 5000):
+                 max_docs_per_child: int = 5000, fast: bool = False):
         if extractor not in ("trafilatura", "resiliparse"):
             raise ValueError(f"unknown extractor {extractor!r} (use trafilatura or resiliparse)")
         self.extractor = extractor
         self.timeout_s = float(timeout_s)
         self.max_docs_per_child = max_docs_per_child
+        self.fast = bool(fast)
         self._proc: subprocess.Popen | None = None
         self._served = 0
         self.restarts = 0
@@ -175,7 +209,7 @@ class Extractor:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from webmill.curate.extract import child_main; "
-             f"child_main({self.extractor!r}, {os.getpid()})"],
+             f"child_main({self.extractor!r}, {os.getpid()}, {self.fast!r})"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         if not self._wait_readable(120) or _recv(self._proc.stdout) != b"ready":
             self._kill()
