@@ -108,6 +108,9 @@ def run_datatrove(corpus: Path, out: Path, workers: int, diagnose: bool = False,
     return _timed(cmd, out / "run.log")
 
 
+WEBMILL_FAST = False  # set from --webmill-fast
+
+
 def run_webmill(corpus: Path, out: Path, workers: int, diagnose: bool = False,
                 timeout: float = 1.0) -> dict:
     shutil.rmtree(out, ignore_errors=True)
@@ -118,7 +121,8 @@ def run_webmill(corpus: Path, out: Path, workers: int, diagnose: bool = False,
     # the equivalent of datatrove's stage: every HTTP status is extracted (its WarcReader does
     # not look at the status), the same per-document extraction timeout
     (out / "bench.toml").write_text(f"[output]\nwrite_removed = {str(diagnose).lower()}\n"
-                                    f"[extract]\ntimeout_s = {float(timeout)}\nhttp_status = []\n")
+                                    f"[extract]\ntimeout_s = {float(timeout)}\nhttp_status = []\n"
+                                    f"fast = {str(WEBMILL_FAST).lower()}\n")
     cmd += ["-c", str(out / "bench.toml")]
     return _timed(cmd, out / "run.log")
 
@@ -506,6 +510,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1.0, help="per-document extraction timeout "
                     "of the timed runs, both sides [1 s, datatrove's default; under load a 1 s "
                     "timeout drops different pages on each side, 30 s takes that out]")
+    ap.add_argument("--webmill-fast", action="store_true", help="webmill with extract.fast = true "
+                    "(trafilatura fast mode; not FineWeb's setting: a speed/agreement trade-off)")
     ap.add_argument("--max-load", type=float, default=4.0, help="wait for a 1-min load below this")
     ap.add_argument("--wait-s", type=float, default=0.0, help="max seconds to wait for it per pair [0]")
     ap.add_argument("--diag-corpus", type=Path, default=None, help="corpus for the diagnosis runs "
@@ -530,8 +536,9 @@ def main() -> None:
                     "extraction child gets to start [60; 0 = as shipped, see datatrove_fineweb.py]")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args()
-    global DT_START_WAIT
+    global DT_START_WAIT, WEBMILL_FAST
     DT_START_WAIT = args.dt_start_wait
+    WEBMILL_FAST = args.webmill_fast
     if args.prefilter_estimate:
         pe = prefilter_estimate(args.out / "html.jsonl", args.out / "extract-webmill.jsonl")
         (args.out / "prefilter-estimate.json").write_text(json.dumps(pe, indent=1))
@@ -577,7 +584,7 @@ def main() -> None:
     results: dict = {
         "corpus": str(args.corpus), "files": len(files), "html_docs": n_docs,
         "records": man["total_records"], "workers": args.workers, "cpus": os.cpu_count(),
-        "datatrove_start_wait_s": args.dt_start_wait, "timeout_s": args.timeout,
+        "datatrove_start_wait_s": args.dt_start_wait, "timeout_s": args.timeout, "webmill_fast": args.webmill_fast,
         "versions": {
             "webmill venv": pip_versions(PROJECT_PY, ["webmill", "trafilatura", "lxml", "ray",
                                                       "fasttext-numpy2", "warcio", "numpy"]),
