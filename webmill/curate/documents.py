@@ -59,14 +59,14 @@ class FileProcessor:
                          if cfg["language"].get("enabled", True) else None)
         self.rules = build_rules(cfg)
         ex = cfg["extract"]
-        statuses = ex.get("http_status", [200])
+        statuses = ex["http_status"]
         if isinstance(statuses, str) or not all(
                 isinstance(x, int) and not isinstance(x, bool) and 100 <= x <= 599 for x in statuses):
             raise UserError(f"config extract.http_status must be a list of HTTP status codes "
                             f"(e.g. [200]; [] for any), got {statuses!r}")
         self.http_status = frozenset(statuses)
         self.extractor = Extractor(ex["extractor"], ex["timeout_s"], ex["max_docs_per_child"],
-                                   ex.get("fast", False))
+                                   ex["fast"])
 
     def close(self) -> None:
         self.extractor.close()
