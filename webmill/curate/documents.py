@@ -1,4 +1,5 @@
-"""The per-document stages for one input file: read → URL blocklist → extract → language ID →
+"""The per-document stages for one input file: read → URL blocklist → (language pre-check) →
+extract → language ID →
 heuristic rules → ``OUT/documents/<stem>.parquet`` + ``OUT/stats/<stem>.json`` + marker.
 
 :class:`FileProcessor` holds the loaded models (lid.176, blocklists, the extraction subprocess)
@@ -180,7 +181,13 @@ class FileProcessor:
             elif not looks_like_html(payload):
                 return drop("extract_not_html", doc, "extract")  # JSON, JS, empty body
             else:
-                doc.text = self.extractor.extract(decode_html(payload, rec.charset)).strip()
+                html = decode_html(payload, rec.charset)
+                if self.language is not None:
+                    keep, reason = self.language.prefilter_html(html)
+                    if not keep:  # another language for sure: not worth trafilatura's time
+                        secs["extract"] += time.perf_counter() - t
+                        return drop(reason, doc, "extract")
+                doc.text = self.extractor.extract(html).strip()
         except ExtractionTimeout:
             secs["extract"] += time.perf_counter() - t
             return drop("extract_timeout", doc, "extract")

