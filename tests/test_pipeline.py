@@ -131,3 +131,20 @@ def test_missing_path_and_unwritable_output(tmp_path):
         target = ro / "out"
     p = curate("run", "examples/warc", "-o", str(target), check=False, timeout=120)
     assert p.returncode == 2 and "not writable" in p.stderr
+
+
+def test_finished_run_with_a_failed_input_exits_3(tmp_path, shared_warc):
+    """One unusable input among good ones: the good one is processed to the end (report, funnel),
+    the bad one is listed in OUT/failed.jsonl, and the exit status (3) tells a batch job."""
+    notes = tmp_path / "notes.warc"
+    notes.write_text("minutes of the meeting, not a web archive\n" * 40)
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(TEST_TOML)
+    out = tmp_path / "o"
+    p = curate("run", str(shared_warc / "cc_CC-MAIN-2015-35_crate-example.warc.wet.gz"), str(notes),
+               "-o", str(out), "-c", str(cfg), "--no-dedup", "--no-report", "--no-tokenize",
+               check=False, timeout=300)
+    assert p.returncode == 3, p.stderr[-3000:]
+    assert "exit status 3: 1 inputs failed" in p.stderr
+    assert [json.loads(x)["input"] for x in (out / "failed.jsonl").read_text().splitlines()] == [str(notes)]
+    assert (out / "final").is_dir() and len(list((out / "stats").glob("*.json"))) >= 1

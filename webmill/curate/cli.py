@@ -2,7 +2,8 @@
 
 ``curate run WARC_DIR`` runs every step on an embedded local Ray (or a cluster with
 ``--ray-address``); each step is also its own subcommand so it can be re-run with other
-settings. User errors print one line and exit with code 2 (``--debug`` shows the traceback).
+settings. User errors print one line and exit with code 2 (``--debug`` shows the traceback);
+``curate run`` exits with code 3 when it finished but some inputs failed (``OUT/failed.jsonl``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from webmill.errors import UserError
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Curate web crawls (WARC/WET/ARC) into token shards on Ray.")
 _state = {"debug": False}
+EXIT_INPUTS_FAILED = 3  # `curate run` finished, but inputs listed in OUT/failed.jsonl are missing
 
 
 @app.callback()
@@ -106,7 +108,11 @@ def run(
     force: bool = typer.Option(False, help="Reprocess inputs that already have a completion marker."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report at the end."),
 ) -> None:
-    """Run the whole pipeline: per-document stages → dedup → PII/quality → token shards."""
+    """Run the whole pipeline: per-document stages → dedup → PII/quality → token shards.
+
+    Exit status 0 when every input was processed, 3 when the run finished but some inputs
+    failed (listed in OUT/failed.jsonl; rerun the command to retry them), 2 on a user error.
+    """
     from webmill.config import config_hash, load_config
     from webmill.curate.pipeline import check_inputs, discover_inputs, init_ray, run_documents
 
@@ -155,6 +161,12 @@ def run(
     from webmill.curate.funnel import print_funnel
 
     print_funnel(out)
+    if res["failed"]:
+        # every usable input is done and the global steps ran; a batch job (ray job submit, CI)
+        # must still see that the output is missing some inputs
+        print(f"exit status {EXIT_INPUTS_FAILED}: {len(res['failed'])} inputs failed "
+              f"(see {out / 'failed.jsonl'})", file=sys.stderr)
+        raise typer.Exit(EXIT_INPUTS_FAILED)
 
 
 def _global_steps(out: Path, cfg: dict, cfg_hash: str, do_tokenize: bool = True) -> None:
