@@ -93,7 +93,7 @@ def test_meta_charset_and_fallback():
 
 def test_extraction_timeout_kills_and_recovers():
     # 200k short paragraphs (9 MB): trafilatura needs ≈ 25 s on an AMD EPYC core (1.2 s for
-    # 20k, 3.9 s for 50k: superlinear), so a 2 s timeout fires on any machine ≥ 10× slower.
+    # 20k, 3.9 s for 50k: superlinear), so the 2 s timeout fires even on a machine 10× faster.
     slow = "<html><body>" + "".join(f"<p>Sentence number {i} with some words in it.</p>" for i in range(200_000)) + "</body></html>"
     page = "<html><body><article><h1>Title</h1>" + "<p>A normal paragraph of text that is long enough to keep. " * 5 + "</p></article></body></html>"
     with Extractor("trafilatura", timeout_s=2.0) as ex:

@@ -1,6 +1,6 @@
-"""The per-document stages for one input file: read → URL blocklist → (language pre-check) →
-extract → language ID →
-heuristic rules → ``OUT/documents/<stem>.parquet`` + ``OUT/stats/<stem>.json`` + marker.
+"""The per-document stages for one input file: read → URL blocklist → language pre-check →
+extract → language ID → heuristic rules → ``OUT/documents/<stem>.parquet`` +
+``OUT/stats/<stem>.json`` + marker.
 
 :class:`FileProcessor` holds the loaded models (lid.176, blocklists, the extraction subprocess)
 and processes whole files; :mod:`webmill.curate.pipeline` runs one per Ray actor. Accounting
