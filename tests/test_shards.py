@@ -298,6 +298,8 @@ def test_tokenize_dataset_real_text(docs_dir, tmp_path):
             assert enc.decode(flat[offs[i]:offs[i + 1] - 1].tolist()) == texts[ids[i]]
         seen += ids
     assert sorted(seen) == sorted(texts) and m["input_documents"] == len(texts)
+    assert (tmp_path / "s1" / m["input_dir"]).resolve() == Path(docs_dir).resolve()
+    assert not Path(m["input_dir"]).is_absolute()  # runs into other -o paths: the same manifest
     assert m["sources"]["wet"]["num_documents"] == sum(1 for x in src.column("source").to_pylist() if x == "wet")
 
     # deterministic: a second run writes byte-identical files; another seed reorders

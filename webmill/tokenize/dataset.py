@@ -368,7 +368,9 @@ def tokenize_dataset(
             "val_fraction": val_fraction,
             "shuffle": "global permutation per split (numpy PCG64, seed)",
             "mix": {"weights": dict(mix or {}), "train_tokens_before_mix": pre_mix},
-            "input_dir": str(inp),
+            # relative to the shard directory: two runs into different -o paths give the same
+            # manifest, and a moved OUT keeps pointing at its own documents
+            "input_dir": os.path.relpath(inp.resolve(), out.resolve()),
             "input_files": len(files),
             "input_documents": n_input,
             "skipped_empty_documents": skipped,
