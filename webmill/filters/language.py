@@ -64,7 +64,8 @@ class LanguageFilter(BaseFilter):
             chain keeps after extraction (``bench/language_precheck.py``).
 
     Reasons: ``lang_not_kept`` (top language not in ``languages``), ``lang_low_score`` (top
-    language wanted but its probability < threshold).
+    language wanted but its probability < threshold); ``extract_skipped_language`` from
+    :meth:`prefilter_html` (counted in the extract stage: the page was never extracted).
 
     Raises:
         UserError: missing or invalid model file.
