@@ -8,7 +8,6 @@ Usage (project venv; the datatrove side runs in ``bench/.venv-datatrove``, see R
     .venv/bin/python bench/pipeline_vs_datatrove.py --diagnose-only --corpus bench/out/corpus-diag
     .venv/bin/python bench/pipeline_vs_datatrove.py --rules-only   # rule chains on the same texts
     .venv/bin/python bench/pipeline_vs_datatrove.py --extract-speed  # the two extractors alone + profile
-    .venv/bin/python bench/pipeline_vs_datatrove.py --prefilter-estimate  # what-if: LID before trafilatura
 
 A = datatrove (``bench/datatrove_fineweb.py``: WarcReader → URLFilter → Trafilatura(favour_precision,
 timeout=1) → LanguageFilter(en, 0.65) → GopherRepetition → GopherQuality → C4Quality(
@@ -461,43 +460,6 @@ def extract_speed(html: Path, out_dir: Path, rounds: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# What-if: language ID on a cheap text before trafilatura (skip confidently non-English pages)
-
-def prefilter_estimate(html: Path, extracted: Path, thresholds=(0.5, 0.7, 0.8, 0.9, 0.95)) -> dict:
-    """For the pages of ``html`` (with our trafilatura times/texts in ``extracted``, from
-    --extract-speed): run lid.176 on resiliparse's fast plain text (whole page, no main-content
-    detection) and count, per threshold T, the pages whose top language is not English with
-    probability ≥ T (would be skipped), the trafilatura seconds that saves, and the skipped pages
-    that webmill's language filter would have kept after trafilatura (false skips)."""
-    from resiliparse.extract.html2text import extract_plain_text
-
-    from webmill.filters.language import LanguageFilter
-
-    lid = LanguageFilter()
-    ex = {d["id"]: d for d in map(json.loads, extracted.read_text().split("\n")[:-1])}
-    rows = []
-    t0 = time.perf_counter()
-    for line in open(html, encoding="utf-8"):  # not splitlines(): U+2028 may occur in the HTML
-        d = json.loads(line)
-        cheap = extract_plain_text(d["html"], main_content=False, alt_texts=False)[:20000]
-        lang, p = lid.predict(cheap) if cheap.strip() else ("unknown", 0.0)
-        text = ex[d["id"]]["text"].strip()
-        kept_lang = bool(text) and (lambda lp: lp[0] == "en" and lp[1] >= 0.65)(lid.predict(text))
-        rows.append((lang, p, ex[d["id"]]["seconds"], kept_lang))
-    cheap_s = time.perf_counter() - t0
-    total_s = sum(r[2] for r in rows)
-    out = {"pages": len(rows), "extract_seconds": round(total_s, 1),
-           "cheap_lid_seconds_incl_final_lid": round(cheap_s, 1),
-           "pages_passing_language_after_trafilatura": sum(r[3] for r in rows), "by_threshold": {}}
-    for t in thresholds:
-        skip = [r for r in rows if r[0] != "en" and r[1] >= t]
-        out["by_threshold"][t] = {"skipped": len(skip), "seconds_saved": round(sum(r[2] for r in skip), 1),
-                                  "share_saved": round(sum(r[2] for r in skip) / total_s, 3),
-                                  "false_skips": sum(r[3] for r in skip)}
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_extract-worker":
@@ -530,8 +492,6 @@ def main() -> None:
     ap.add_argument("--extract-speed", action="store_true", help="only time the two extractors "
                     "on the same decoded HTML (one core each, alternating), and profile ours")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of --extract-speed [3]")
-    ap.add_argument("--prefilter-estimate", action="store_true", help="what-if: lid.176 on a cheap "
-                    "text before trafilatura (needs the files of --extract-speed)")
     ap.add_argument("--dt-start-wait", type=float, default=60.0, help="seconds datatrove's new "
                     "extraction child gets to start [60; 0 = as shipped, see datatrove_fineweb.py]")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -539,17 +499,6 @@ def main() -> None:
     global DT_START_WAIT, WEBMILL_FAST
     DT_START_WAIT = args.dt_start_wait
     WEBMILL_FAST = args.webmill_fast
-    if args.prefilter_estimate:
-        pe = prefilter_estimate(args.out / "html.jsonl", args.out / "extract-webmill.jsonl")
-        (args.out / "prefilter-estimate.json").write_text(json.dumps(pe, indent=1))
-        print(f"\nLanguage pre-filter estimate ({pe['pages']} pages, {pe['extract_seconds']} s of "
-              f"trafilatura on one core; {pe['pages_passing_language_after_trafilatura']} pass the "
-              f"language filter after trafilatura; cheap text + lid for all pages "
-              f"{pe['cheap_lid_seconds_incl_final_lid']} s):")
-        for t, v in pe["by_threshold"].items():
-            print(f"  skip if top language ≠ en with p ≥ {t}: {v['skipped']} pages, {v['seconds_saved']} s "
-                  f"({v['share_saved']:.0%}) of extraction saved, {v['false_skips']} false skips")
-        return
     if args.extract_speed:
         html = args.out / "html.jsonl"
         if not html.is_file():
