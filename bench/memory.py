@@ -11,7 +11,7 @@ Inputs, built with make_corpus.py when missing (each copy = every record of the 
 * ``1x``: 2 files × 1 copy (``bench/out/corpus-diag``, 768 HTML documents);
 * ``4x files``: 8 files × 1 copy (``bench/out/corpus-mem-8files``): each worker processes 4 files
   one after the other (leaks across files / actor reuse show up here);
-* ``4x size``: 2 files × 4 copies (``bench/out/corpus``): 4× larger files (whatever is held per
+* ``4x size``: 2 files × 4 copies (``bench/out/corpus-mem-4copies``): 4× larger files (whatever is held per
   file until it is written shows up here).
 
 Each run: ``curate run FILES -o OUT --no-dedup --no-pii --no-tokenize --no-report --workers 2``
@@ -49,7 +49,7 @@ import psutil  # noqa: E402
 CORPORA = {
     "1x": (OUT_ROOT / "corpus-diag", 2, 1),
     "4x files": (OUT_ROOT / "corpus-mem-8files", 8, 1),
-    "4x size": (CORPUS_DIR, 2, 4),
+    "4x size": (OUT_ROOT / "corpus-mem-4copies", 2, 4),  # not CORPUS_DIR: that one holds 8 copies
 }
 
 
