@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import WARC_DIR, strip_bench_from_path  # noqa: E402
+
+strip_bench_from_path()
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -33,7 +35,6 @@ import pyarrow.parquet as pq  # noqa: E402
 from webmill.config import load_config  # noqa: E402
 from webmill.curate.documents import FileProcessor  # noqa: E402
 
-WARC_DIR = Path(_HERE).parent.parent / "shared" / "data" / "warc"
 REAL_CC = "cc_CC-MAIN-2020-34_resiliparse-sample"
 # files whose sites are in another language than English (SOURCES.md)
 OTHER = ("_fr.", "_zh", "_da-en", "windows-1251", "_ru.", "multilingual")

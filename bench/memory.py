@@ -30,7 +30,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (CORPUS_DIR, CURATE, OUT_ROOT, PROJECT_PY, REPO, LoadSampler,  # noqa: E402
+from common import (CURATE, OUT_ROOT, PROJECT_PY, REPO, LoadSampler,  # noqa: E402
                     fmt_mb, read_manifest, strip_bench_from_path)
 
 strip_bench_from_path()
@@ -49,7 +49,7 @@ import psutil  # noqa: E402
 CORPORA = {
     "1x": (OUT_ROOT / "corpus-diag", 2, 1),
     "4x files": (OUT_ROOT / "corpus-mem-8files", 8, 1),
-    "4x size": (OUT_ROOT / "corpus-mem-4copies", 2, 4),  # not CORPUS_DIR: that one holds 8 copies
+    "4x size": (OUT_ROOT / "corpus-mem-4copies", 2, 4),  # not bench/out/corpus: 8 copies
 }
 
 
