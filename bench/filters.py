@@ -188,9 +188,9 @@ def main() -> None:
     except ImportError:
         print("datatrove not installed: our numbers only")
 
-    from webmill.filters.fineweb import build_fineweb_chain
+    from webmill.curate.stages import build_rules
 
-    chain = build_fineweb_chain()
+    chain = build_rules()  # the FineWeb heuristic chain with default thresholds
     time_pass(chain, rows)  # warm-up (imports, regex compilation, hash power tables)
     runs, refs = [], []
     for _ in range(args.repeat):  # alternate chain and reference passes

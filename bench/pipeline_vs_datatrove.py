@@ -317,7 +317,7 @@ def build_rule_texts(path: Path) -> None:
 
 def rules_compare(texts: Path, out_dir: Path) -> dict:
     from webmill.config import load_config
-    from webmill.curate.documents import build_rules
+    from webmill.curate.stages import build_rules
     from webmill.filters.base import Document
 
     docs = [json.loads(x) for x in texts.read_text(encoding="utf-8").split("\n") if x]

@@ -40,12 +40,13 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from webmill.curate.outputs import DOCUMENT_SCHEMA, write_parquet_atomic  # noqa: E402
-from webmill.curate.prompts import PROMPT_VERSION, STYLES  # noqa: E402
 from webmill.curate.readers import document_id, iter_records  # noqa: E402
 from webmill.curate.rephrase import (  # noqa: E402
-    RephraseConfig, RequestCache, _encoder, cache_key, clean_output, make_backend, run_rephrase, split_segments,
+    RephraseConfig, RequestCache, cache_key, clean_output, make_backend, run_rephrase, split_segments,
     validate_output,
 )
+from webmill.curate.rephrase.prompts import PROMPT_VERSION, STYLES  # noqa: E402
+from webmill.curate.rephrase.segment import segment_encoder as _encoder  # noqa: E402
 from webmill.filters.language import LanguageFilter  # noqa: E402
 
 

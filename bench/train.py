@@ -4,11 +4,13 @@ Times full optimizer steps (forward, backward, AdamW) on random tokens, so data 
 excluded. For each shape it builds the eager model (the reference) and a ``torch.compile``d twin,
 warms both up, then times their steps in alternation, so both see the same machine load, and
 prints tokens/s of each, the median per-pair ratio, achieved FLOP/s from
-``GPT.estimate_flops_per_token`` and MFU when the device is in the peak-FLOPs table (0 on CPU).
+``GPT.estimate_flops_per_token`` and MFU when the device is in the peak-FLOPs table or
+``--peak-flops`` is given (not printed otherwise, e.g. on CPU).
 
     python bench/train.py                      # both shapes, 4 timed step pairs each (CPU: ~15 min)
     python bench/train.py --shapes small --steps 10
     python bench/train.py --device cuda        # bf16 autocast, fused AdamW
+    python bench/train.py --peak-flops 2e12    # MFU against a known CPU peak
 
 Shapes: ``gpt2`` = GPT-2 124M (12 layers, 12 heads, 768 wide, context 1024, batch 1, vocab
 50,257 padded to 50,304); ``small`` = the CPU default preset ``tiny`` (4 layers, 4 heads, 256 wide,
@@ -60,7 +62,8 @@ class Runner:
         return time.perf_counter() - t0
 
 
-def bench_shape(shape: str, steps: int, warmup: int, device: torch.device, vocab: int) -> dict:
+def bench_shape(shape: str, steps: int, warmup: int, device: torch.device, vocab: int,
+                peak: float | None = None) -> dict:
     """Eager and compiled runners, warmed up, then timed in alternation (same load for both)."""
     eager, comp = Runner(shape, False, device, vocab), Runner(shape, True, device, vocab)
     first = [comp.step() for _ in range(warmup)][0]  # compilation happens in the first step
@@ -72,13 +75,13 @@ def bench_shape(shape: str, steps: int, warmup: int, device: torch.device, vocab
         tc.append(comp.step())
     tokens = eager.B * eager.T
     flops_per_token = eager.model.estimate_flops_per_token(eager.T)
-    peak = peak_flops(device)
+    peak = peak or peak_flops(device)
     e_tok = tokens / statistics.median(te)
     return {
         "params": eager.model.num_params(), "batch": eager.B, "eager_tok_s": e_tok,
         "compile_tok_s": tokens / statistics.median(tc), "first_step_s": first,
         "ratio": statistics.median(a / b for a, b in zip(te, tc)),
-        "flops": flops_per_token * e_tok, "mfu": flops_per_token * e_tok / peak if peak else 0.0,
+        "flops": flops_per_token * e_tok, "mfu": flops_per_token * e_tok / peak if peak else None,
     }
 
 
@@ -90,6 +93,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s of the device for MFU "
+                    "(default: from the CUDA device name; none on CPU)")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -99,11 +104,13 @@ def main() -> None:
     print(f"torch {torch.__version__} | device {device} | threads {torch.get_num_threads()} | "
           f"{args.warmup} warmup + {args.steps} timed steps (median)")
     for shape in args.shapes:
-        r = bench_shape(shape, args.steps, args.warmup, device, args.vocab)
+        r = bench_shape(shape, args.steps, args.warmup, device, args.vocab, args.peak_flops)
+        mfu = f", MFU {100 * r['mfu']:.1f}%" if r["mfu"] is not None else ""
         print(f"{shape:5s} ({r['params'] / 1e6:.1f}M params, batch {r['batch']}): "
-              f"eager {r['eager_tok_s']:,.0f} tok/s ({r['flops'] / 1e9:.1f} GFLOP/s, MFU {100 * r['mfu']:.1f}%) | "
+              f"eager {r['eager_tok_s']:,.0f} tok/s ({r['flops'] / 1e9:.1f} GFLOP/s{mfu}) | "
               f"compile {r['compile_tok_s']:,.0f} tok/s (first step {r['first_step_s']:.0f} s) | "
               f"compile/eager = {r['ratio']:.2f}x (median of {args.steps} alternating step pairs)")
+
 
 if __name__ == "__main__":
     main()

@@ -60,8 +60,9 @@ sys.path.insert(0, str(REPO))
 
 from webmill.curate.extract import decode_html, extract_text  # noqa: E402
 from webmill.curate.quality import classification_metrics, train_quality_model  # noqa: E402
+from webmill.curate.stages import build_rules  # noqa: E402
 from webmill.filters.base import Document  # noqa: E402
-from webmill.filters.fineweb import apply_filters, build_fineweb_chain  # noqa: E402
+from webmill.filters.fineweb import apply_filters  # noqa: E402
 from webmill.filters.language import LanguageFilter  # noqa: E402
 from webmill.filters.quality import QualityScorer  # noqa: E402
 
@@ -275,7 +276,7 @@ def build_negatives(args, rng: random.Random) -> list[str]:
         negatives.extend(chunk_lines(nav, rng))
     n_index = len(negatives)
     print("extracting the shared web documents ...", file=sys.stderr)
-    chain = build_fineweb_chain()
+    chain = build_rules()
     reasons: dict[str, int] = {}
     n_nav = n_boiler = 0
     for d in web_documents(args.warc_dir, exclude=tuple(args.holdout)):
@@ -314,7 +315,7 @@ def evaluate_holdout(args, model_path: str) -> None:
             if d["text"].strip() and lid.filter(Document(text=d["text"]))[0]]
     if not docs:
         return
-    chain = build_fineweb_chain()
+    chain = build_rules()
     kept = np.array([apply_filters(chain, Document(text=d["text"], url=d["url"] or ""))[0] for d in docs])
     scores = QualityScorer(model_path).score([d["text"] for d in docs])
     m = classification_metrics(kept.astype(int), scores)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["fixtures_llm"]  # fixtures of the rephrasing tests (tests/fixtures_llm.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_WARC = ROOT.parent / "shared" / "data" / "warc"
 EXAMPLES_WARC = ROOT / "examples" / "warc"
@@ -27,3 +29,18 @@ def shared_warc() -> Path:
 def examples_warc() -> Path:
     """The sample WARCs bundled in ``examples/warc`` (always present)."""
     return EXAMPLES_WARC
+
+
+@pytest.fixture(scope="session")
+def warc():
+    """``warc(name)``: the path of archive ``name`` in ``examples/warc`` when bundled there (so the
+    test runs on a fresh clone), else in ``../shared/data/warc`` (skips when that is absent)."""
+
+    def find(name: str) -> Path:
+        if (EXAMPLES_WARC / name).is_file():
+            return EXAMPLES_WARC / name
+        if not SHARED_WARC.is_dir():
+            pytest.skip(f"{name} is not in examples/warc and {SHARED_WARC} is not present")
+        return SHARED_WARC / name
+
+    return find

@@ -27,6 +27,16 @@ from webmill.curate.minhash import normalize_words, shingles
 from webmill.curate.outputs import DOCUMENT_SCHEMA
 
 WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
+EXAMPLES_WARC = Path(__file__).resolve().parents[1] / "examples" / "warc"
+
+
+def warc_file(name: str) -> Path:
+    """``name`` in the shared WARC data, else in the bundled ``examples/warc`` (a fresh clone
+    has only the latter); an absolute path is returned as it is."""
+    for d in (WARC_DIR, EXAMPLES_WARC):
+        if (d / name).is_file():
+            return d / name
+    raise FileNotFoundError(f"{name} is in neither {WARC_DIR} nor {EXAMPLES_WARC}")
 
 DOC_SCHEMA = DOCUMENT_SCHEMA  # the pipeline's document table schema
 
@@ -70,7 +80,7 @@ def _doc(path: Path, rec, offset: int, text: str) -> dict:
 
 def load_wet_documents(name: str) -> list[dict]:
     """Documents of the ``conversion`` records of one shared WET file (document-schema dicts)."""
-    path = WARC_DIR / name
+    path = warc_file(name)
     docs = []
     for rec, content, off in iter_records(path, "conversion"):
         docs.append(_doc(path, rec, off, content.decode("utf-8", "replace")))
@@ -84,7 +94,7 @@ def load_html_documents(name: str) -> list[dict]:
     """
     import trafilatura
 
-    path = WARC_DIR / name
+    path = warc_file(name)
     docs = []
     for rec, content, off in iter_records(path, "response"):
         if rec.http_headers is None or "html" not in (rec.http_headers.get_header("Content-Type") or ""):

@@ -16,10 +16,19 @@ from jaccard_gen import WARC_DIR, jaccard_pair, load_html_documents, load_wet_do
 from typer.testing import CliRunner
 
 from webmill.curate import minhash as mh
-from webmill.curate.dedup import DedupConfig, bucket_edges, connected_components, dedup_cmd, run_dedup
+from webmill.curate.dedup import (
+    DedupConfig,
+    bucket_edges,
+    connected_components,
+    read_keep_columns,
+    run_dedup,
+    write_deduped_file,
+)
 from webmill.errors import UserError
+from webmill.storage import TEMP_TAG, as_storage
 
 needs_data = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"shared WARC data not found at {WARC_DIR}")
+EXAMPLES_WARC = Path(__file__).resolve().parents[1] / "examples" / "warc"  # bundled: always present
 
 
 # ---------------------------------------------------------------------------------------------- no Ray
@@ -92,6 +101,42 @@ def test_input_without_text_column_is_a_user_error(tmp_path):
         run_dedup(tmp_path, DedupConfig())
 
 
+def test_missing_input_on_an_fsspec_url_names_the_url():
+    with pytest.raises(UserError, match="memory://dd-missing/out/documents does not exist"):
+        run_dedup("memory://dd-missing/out", DedupConfig())
+
+
+def test_write_deduped_file_same_bytes_on_memory_fs_and_disk(tmp_path):
+    """Stage 5 (and the keep columns of stage 4) in this process: an fsspec filesystem gives the
+    bytes a local directory gives."""
+    import fsspec
+
+    docs = load_wet_documents(str(EXAMPLES_WARC / "cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz"))
+    write_documents(docs, tmp_path / "documents" / "w.parquet",
+                    extra={"quality_score": np.linspace(0, 1, len(docs)).astype(np.float32)})
+    fsspec.filesystem("memory").pipe_file("/dd-write/documents/w.parquet",
+                                          (tmp_path / "documents" / "w.parquet").read_bytes())
+    rows = np.array([19, 20, 21], dtype=np.int64)  # the three identical cdc.gov 404 pages
+    cluster = np.full(3, 19, dtype=np.int64)
+    remove = np.array([True, True, False])
+    counts = {}
+    for root in (tmp_path, "memory://dd-write"):
+        st = as_storage(root)
+        counts[str(root)] = write_deduped_file(st, "documents/w.parquet", "deduped/w.parquet", rows, cluster,
+                                               remove, batch_docs=7)
+        keep_cols = read_keep_columns(st, "documents/w.parquet", rows)
+        assert keep_cols.column("id").to_pylist() == [docs[i]["id"] for i in rows]
+        assert keep_cols.column("q").to_pylist() == pytest.approx([19 / 24, 20 / 24, 21 / 24], abs=1e-6)
+        assert st.list("deduped") == ["w.parquet"]  # no temp file left behind
+    local = (tmp_path / "deduped" / "w.parquet").read_bytes()
+    assert fsspec.filesystem("memory").cat_file("/dd-write/deduped/w.parquet") == local
+    assert counts[str(tmp_path)] == counts["memory://dd-write"] == {"in": 25, "out": 23}
+    table = pq.read_table(tmp_path / "deduped" / "w.parquet")
+    assert table.column_names == pq.read_schema(tmp_path / "documents" / "w.parquet").names + ["dedup_cluster"]
+    assert table.column("dedup_cluster").to_pylist() == [-1] * 19 + [19] + [-1] * 3
+    assert pq.ParquetFile(tmp_path / "deduped" / "w.parquet").metadata.num_row_groups == 4  # one per batch of 7
+
+
 # ---------------------------------------------------------------------------------------------- Ray
 
 
@@ -104,9 +149,42 @@ def ray_local():
     ray.shutdown()
 
 
+def _near_duplicate(source: dict) -> tuple[dict, float]:
+    """A copy of a real document edited to word-shingle Jaccard ~0.9 with it, and that Jaccard."""
+    words, j = jaccard_pair(mh.normalize_words(source["text"]), 0.9, random.Random(3))
+    return dict(source, id="synthetic-near-duplicate", url=source["url"] + "?edited", text=b" ".join(words).decode()), j
+
+
+@pytest.fixture(scope="module")
+def ex_dir(tmp_path_factory):
+    """OUT/documents with 3 files of real documents from the bundled examples/warc (+ one
+    synthetic near duplicate).
+
+    a_fr: fiscalitefrg.com ('/' and '/index.html' are the same page); b_wet: the first 20 of 25
+    real WET documents (one of three identical cdc.gov 404 pages) + an edit (J ~ 0.9) of a WET
+    document of c; c_wet: the other 5 (two more cdc.gov 404 pages, the edit's source) with a
+    quality_score column (cross-file exact and near duplicates).
+    """
+    out = tmp_path_factory.mktemp("out")
+    fr = load_html_documents(str(EXAMPLES_WARC / "heritrix_2012_fiscalitefrg-com_fr.warc.gz"))
+    wet = load_wet_documents(str(EXAMPLES_WARC / "cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz"))
+    source = next(d for d in wet if "electricalbody" in d["url"])
+    near, j = _near_duplicate(source)
+    b, c = wet[:20] + [near], wet[20:]
+    quality = [0.5] * len(c)
+    cdc = [i for i, d in enumerate(c) if "cdc.gov/tb/?404" in d["url"]]
+    assert len(cdc) == 2 and any("cdc.gov/tb/?404" in d["url"] for d in b)
+    quality[cdc[-1]] = 0.9  # the last of three identical pages has the best quality: it must be kept
+    write_documents(fr, out / "documents" / "a_fr.parquet")
+    write_documents(b, out / "documents" / "b_wet.parquet")
+    write_documents(c, out / "documents" / "c_wet.parquet", extra={"quality_score": np.array(quality, np.float32)})
+    return {"out": out, "docs": fr + b + c, "near_j": j, "cdc_best": c[cdc[-1]]["id"], "source_id": source["id"],
+            "files": ("a_fr", "b_wet", "c_wet")}
+
+
 @pytest.fixture(scope="module")
 def doc_dir(tmp_path_factory):
-    """OUT/documents with 3 files of real documents (+ one synthetic near duplicate).
+    """OUT/documents with 3 files of real documents from ../shared (+ one synthetic near duplicate).
 
     a_ukwa: gov.uk crawl A; b_ukwa: crawl B of the same URLs 10 minutes later (cross-file exact
     duplicates) + an edit (J ~ 0.9) of a real WET document; c_mixed: fiscalitefrg.com ('/' and
@@ -121,8 +199,7 @@ def doc_dir(tmp_path_factory):
     fr = load_html_documents("heritrix_2012_fiscalitefrg-com_fr.warc.gz")
     wet = load_wet_documents("cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz")
     source = next(d for d in wet if "electricalbody" in d["url"])
-    words, j = jaccard_pair(mh.normalize_words(source["text"]), 0.9, random.Random(3))
-    near = dict(source, id="synthetic-near-duplicate", url=source["url"] + "?edited", text=b" ".join(words).decode())
+    near, j = _near_duplicate(source)
     c = fr + wet
     quality = [0.5] * len(c)
     cdc = [i for i, d in enumerate(c) if "cdc.gov/tb/?404" in d["url"]]
@@ -130,7 +207,8 @@ def doc_dir(tmp_path_factory):
     write_documents(a, out / "documents" / "a_ukwa.parquet")
     write_documents(b + [near], out / "documents" / "b_ukwa.parquet")
     write_documents(c, out / "documents" / "c_mixed.parquet", extra={"quality_score": np.array(quality, np.float32)})
-    return {"out": out, "docs": a + b + [near] + c, "near_j": j, "cdc_best": c[cdc[-1]]["id"], "source_id": source["id"]}
+    return {"out": out, "docs": a + b + [near] + c, "near_j": j, "cdc_best": c[cdc[-1]]["id"], "source_id": source["id"],
+            "files": ("a_ukwa", "b_ukwa", "c_mixed")}
 
 
 def _read_outputs(out: Path, sub: str = "deduped") -> dict[str, dict]:
@@ -141,14 +219,14 @@ def _read_outputs(out: Path, sub: str = "deduped") -> dict[str, dict]:
     return rows
 
 
-@needs_data
-def test_dedup_end_to_end_and_deterministic(ray_local, doc_dir):
-    out, docs = doc_dir["out"], doc_dir["docs"]
-    stats = run_dedup(out, DedupConfig())
+def _check_end_to_end(d: dict, stats: dict) -> tuple[dict, list]:
+    """The promises of run_dedup on fixture ``d`` after ``run_dedup(d["out"], DedupConfig())``;
+    returns the kept rows by id and the exact-duplicate groups computed here independently."""
+    out, docs = d["out"], d["docs"]
     kept = _read_outputs(out)
 
     # every input file has an output with the input columns (in order) + dedup_cluster int64
-    for name in ("a_ukwa", "b_ukwa", "c_mixed"):
+    for name in d["files"]:
         in_schema = pq.read_schema(out / "documents" / f"{name}.parquet")
         out_schema = pq.read_schema(out / "deduped" / f"{name}.parquet")
         assert out_schema.names == in_schema.names + ["dedup_cluster"]
@@ -156,33 +234,29 @@ def test_dedup_end_to_end_and_deterministic(ray_local, doc_dir):
 
     # exact duplicates: groups by normalized text computed here independently
     groups = defaultdict(list)
-    for gidx, d in enumerate(docs):
-        groups[mh.normalize_text(d["text"])].append((gidx, d))
+    for gidx, doc in enumerate(docs):
+        groups[mh.normalize_text(doc["text"])].append((gidx, doc))
     dup_groups = [g for g in groups.values() if len(g) > 1]
-    assert len(dup_groups) >= 9  # 7 gov.uk groups (within and across crawls A/B), fiscalitefrg, cdc.gov
     for g in dup_groups:
-        survivors = [d["id"] for _, d in g if d["id"] in kept]
-        assert len(survivors) == 1, [d["url"] for _, d in g]
+        survivors = [doc["id"] for _, doc in g if doc["id"] in kept]
+        assert len(survivors) == 1, [doc["url"] for _, doc in g]
         assert kept[survivors[0]]["dedup_cluster"] == min(i for i, _ in g)
     assert stats["exact"]["documents_removed"] == sum(len(g) - 1 for g in dup_groups)
     assert stats["exact"]["duplicate_groups"] == len(dup_groups)
 
-    # cross-file: crawl B's copies of crawl A pages are gone (same quality (none): smaller id = crawl A)
-    b_kept = pq.read_table(out / "deduped" / "b_ukwa.parquet").column("url").to_pylist()
-    assert "http://data.gov.uk/about" not in b_kept and "http://data.gov.uk/faq" not in b_kept
-    # '/' and '/index.html' of fiscalitefrg.com: equal quality 0.5 -> the smaller id is kept
-    fr = [d for d in docs if d["url"] in ("http://www.fiscalitefrg.com/", "http://www.fiscalitefrg.com/index.html")]
-    assert [d["id"] for d in fr if d["id"] in kept] == [min(d["id"] for d in fr)]
+    # '/' and '/index.html' of fiscalitefrg.com: equal quality -> the smaller id is kept
+    fr = [doc for doc in docs if doc["url"] in ("http://www.fiscalitefrg.com/", "http://www.fiscalitefrg.com/index.html")]
+    assert len(fr) == 2 and [doc["id"] for doc in fr if doc["id"] in kept] == [min(doc["id"] for doc in fr)]
     # quality beats id
-    assert doc_dir["cdc_best"] in kept
+    assert d["cdc_best"] in kept
 
     # the synthetic near duplicate (J ~ 0.9) is removed; its source (quality 0.5 > none) is kept
-    assert 0.85 < doc_dir["near_j"] < 0.95
-    assert "synthetic-near-duplicate" not in kept and doc_dir["source_id"] in kept
-    near_gidx = next(i for i, d in enumerate(docs) if d["id"] == "synthetic-near-duplicate")
-    assert kept[doc_dir["source_id"]]["dedup_cluster"] == near_gidx  # b_ukwa precedes c_mixed
+    assert 0.85 < d["near_j"] < 0.95
+    assert "synthetic-near-duplicate" not in kept and d["source_id"] in kept
+    near_gidx = next(i for i, doc in enumerate(docs) if doc["id"] == "synthetic-near-duplicate")
+    assert kept[d["source_id"]]["dedup_cluster"] == near_gidx  # the near duplicate's file comes first
     assert stats["minhash"]["documents_removed"] >= 1 and stats["minhash"]["near_duplicate_components"] >= 1
-    singles = [d["id"] for g in groups.values() if len(g) == 1 for _, d in g if d["id"] != doc_dir["source_id"]]
+    singles = [doc["id"] for g in groups.values() if len(g) == 1 for _, doc in g if doc["id"] != d["source_id"]]
     assert all(kept[i]["dedup_cluster"] == -1 for i in singles if i in kept)
 
     # stats
@@ -193,35 +267,70 @@ def test_dedup_end_to_end_and_deterministic(ray_local, doc_dir):
     assert stats["peak_rss_driver_bytes"] > 0
     assert json.loads((out / "stats" / "dedup.json").read_text())["documents_out"] == len(kept)
 
-    # rerun: byte-identical files
+    # rerun: byte-identical files; a stale output and a killed writer's temp file are removed
     before = {p.name: p.read_bytes() for p in (out / "deduped").glob("*.parquet")}
-    run_dedup(out, DedupConfig())
+    (out / "deduped" / "zz_stale.parquet").write_bytes(b"from an earlier run")
+    (out / "deduped" / f".a.parquet{TEMP_TAG}1-0").write_bytes(b"partial")
+    (out / "deduped" / "b.parquet.tmp-12").write_bytes(b"partial, older name")
+    assert run_dedup(out, DedupConfig())["stale_outputs_removed"] == ["zz_stale.parquet"]
     after = {p.name: p.read_bytes() for p in (out / "deduped").glob("*.parquet")}
     assert before == after
-    assert not list((out / "deduped").glob("*.tmp-*"))
+    assert sorted(p.name for p in (out / "deduped").iterdir()) == sorted(before)
+    return kept, dup_groups
+
+
+def test_dedup_end_to_end_and_deterministic(ray_local, ex_dir):
+    stats = run_dedup(ex_dir["out"], DedupConfig())
+    kept, dup_groups = _check_end_to_end(ex_dir, stats)
+    assert len(dup_groups) == 2  # fiscalitefrg '/' = '/index.html'; three cdc.gov 404 pages across b and c
+    assert stats["documents_out"] == len(ex_dir["docs"]) - 1 - 2 - 1
 
 
 @needs_data
-def test_exact_only_keeps_near_duplicates(ray_local, doc_dir):
-    out = doc_dir["out"]
+def test_dedup_end_to_end_on_shared_crawls(ray_local, doc_dir):
+    stats = run_dedup(doc_dir["out"], DedupConfig())
+    kept, dup_groups = _check_end_to_end(doc_dir, stats)
+    assert len(dup_groups) >= 9  # 7 gov.uk groups (within and across crawls A/B), fiscalitefrg, cdc.gov
+    # cross-file: crawl B's copies of crawl A pages are gone (same quality (none): smaller id = crawl A)
+    b_kept = pq.read_table(doc_dir["out"] / "deduped" / "b_ukwa.parquet").column("url").to_pylist()
+    assert "http://data.gov.uk/about" not in b_kept and "http://data.gov.uk/faq" not in b_kept
+
+
+def test_out_as_a_file_url_gives_the_local_bytes(ray_local, ex_dir):
+    """OUT given as an fsspec URL (file://, which the Ray workers can reach, unlike memory://)."""
+    out = ex_dir["out"]
+    local = run_dedup(out, DedupConfig(), output_subdir="via_path")
+    remote = run_dedup(as_storage(f"file://{out}"), DedupConfig(), output_subdir="via_url")
+    names = sorted(p.name for p in (out / "via_path").iterdir())
+    assert names == [f"{n}.parquet" for n in ex_dir["files"]]
+    assert sorted(p.name for p in (out / "via_url").iterdir()) == names
+    for name in names:
+        assert (out / "via_url" / name).read_bytes() == (out / "via_path" / name).read_bytes(), name
+    assert remote["per_file"] == local["per_file"] and remote["documents_out"] == local["documents_out"]
+
+
+def test_exact_only_keeps_near_duplicates(ray_local, ex_dir):
+    out = ex_dir["out"]
     stats = run_dedup(out, DedupConfig(minhash=False), output_subdir="exact_only")
     kept = _read_outputs(out, "exact_only")
     assert "synthetic-near-duplicate" in kept
-    assert stats["minhash"]["documents_removed"] == 0 and stats["exact"]["documents_removed"] > 0
+    assert stats["minhash"]["documents_removed"] == 0 and stats["exact"]["documents_removed"] == 3
 
 
-@needs_data
-def test_edge_limit_and_cli(ray_local, doc_dir):
-    out = doc_dir["out"]
+def test_edge_limit_and_cli(ray_local, ex_dir):
+    from webmill.curate.cli.dedup import dedup_cmd
+
+    out = ex_dir["out"]
     with pytest.raises(UserError, match="max_edges_single_worker"):
         run_dedup(out, DedupConfig(max_edges_single_worker=1), output_subdir="never")
     app = typer.Typer()
     app.command()(dedup_cmd)
     res = CliRunner().invoke(app, [str(out), "--bands", "13"])
     assert isinstance(res.exception, UserError) and "bands*rows" in str(res.exception)
-    res = CliRunner().invoke(app, [str(out), "--no-exact", "--threshold", "0.8", "--output-subdir", "cli"])
+    res = CliRunner().invoke(app, [f"file://{out}", "--no-exact", "--threshold", "0.8", "--output-subdir", "cli"])
     assert res.exit_code == 0, res.output
-    assert "documents in" in res.output and len(list((out / "cli").glob("*.parquet"))) == 3
+    assert "documents in" in res.output and f"stats: {out}/stats/dedup.json" in res.output
+    assert len(list((out / "cli").glob("*.parquet"))) == 3
 
 
 def test_documents_without_words_and_an_empty_file(ray_local, tmp_path):

@@ -11,12 +11,8 @@ import pytest
 from webmill.errors import UserError
 from webmill.filters.base import Document
 from webmill.filters.c4 import C4Filter
-from webmill.filters.fineweb import (
-    HEURISTIC_FILTERS,
-    FineWebQualityFilter,
-    apply_filters,
-    build_fineweb_chain,
-)
+from webmill.curate.stages import RULE_STAGES, build_rules
+from webmill.filters.fineweb import FineWebQualityFilter, apply_filters
 from webmill.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fineweb.toml"
@@ -111,17 +107,17 @@ def test_reasons_documented():
 
 
 def test_chain_order_and_tables():
-    chain = build_fineweb_chain()
+    chain = build_rules()
     assert [f.name for f in chain] == ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
-    chain = build_fineweb_chain({"c4": {"enabled": False},
+    chain = build_rules({"c4": {"enabled": False},
                                  "fineweb": {"short_line_thr": 0.5},
                                  "language": {"threshold": 0.65}})  # other tables ignored
     assert [f.name for f in chain] == ["gopher_repetition", "gopher_quality", "fineweb"]
     assert chain[-1].short_line_thr == 0.5
     with pytest.raises(UserError, match=r"\[filters\.c4\].*unexpected keyword.*known keys"):
-        build_fineweb_chain({"c4": {"min_sentences": 3}})
+        build_rules({"c4": {"min_sentences": 3}})
     with pytest.raises(UserError, match=r"\[filters\.fineweb\] must be a table"):
-        build_fineweb_chain({"fineweb": 3})
+        build_rules({"fineweb": 3})
 
 
 def test_apply_filters_stops_at_first_drop_and_edits_text():
@@ -136,18 +132,18 @@ def test_apply_filters_stops_at_first_drop_and_edits_text():
         "The abbey church is open to visitors every day. Guided tours start at ten o'clock.",
     ])
     d = doc(text)
-    assert apply_filters(build_fineweb_chain(), d) == (True, None)
+    assert apply_filters(build_rules(), d) == (True, None)
     assert not d.text.startswith("Menu") and d.metadata["c4_lines_removed"] == 1
     d = doc("too short")
-    assert apply_filters(build_fineweb_chain(), d) == (False, "gopher_short_doc")
+    assert apply_filters(build_rules(), d) == (False, "gopher_short_doc")
 
 
 def test_example_toml_lists_every_key_with_the_defaults():
     import inspect
 
     tables = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))["filters"]
-    assert set(tables) == set(HEURISTIC_FILTERS)
-    for name, cls in HEURISTIC_FILTERS.items():
+    assert set(tables) == {stage.name for stage in RULE_STAGES}
+    for name, cls in ((stage.name, stage.load_class()) for stage in RULE_STAGES):
         table = dict(tables[name])
         assert table.pop("enabled") is True
         params = inspect.signature(cls.__init__).parameters

@@ -10,10 +10,19 @@ import random
 import pytest
 
 from webmill.errors import UserError
-from webmill.filters import text as T
+from webmill.curate.stages import build_rules
+from webmill.filters import textstats
 from webmill.filters.base import Document
-from webmill.filters.fineweb import apply_filters, build_fineweb_chain
+from webmill.filters.fineweb import apply_filters
 from webmill.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
+from webmill.filters.hashing import count_tokens, token_arrays
+from webmill.filters.repetition import (
+    duplicate_ngram_char_count,
+    top_ngram_char_count,
+    top_word_char_count,
+)
+from webmill.filters.textstats import TextStats
+from webmill.filters.words import punctuation_tokens, split_words
 
 REP_OFF = dict(dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None,
                dup_para_char_frac=None, top_n_grams=(), dup_n_grams=())
@@ -141,8 +150,8 @@ def test_duplicate_ngram_fraction_every_default(n, thr):
 def test_duplicate_ngrams_count_overlapping_repeats_once():
     # "a b c d e f" then "a b c d e f": repeated 5-grams at two overlapping starts cover the
     # 6 words once (6 words x 1 char), not 2 x 5.
-    s = T.TextStats("a b c d e f x a b c d e f")
-    assert T.duplicate_ngram_char_count(s, 5) == 6
+    s = TextStats("a b c d e f x a b c d e f")
+    assert duplicate_ngram_char_count(s, 5) == 6
 
 
 def test_repeated_M_document_is_dropped():
@@ -152,7 +161,7 @@ def test_repeated_M_document_is_dropped():
     lines = "\n".join(["MMMmmm MMMmmm MMMmmm"] * 2000)
     assert GopherRepetitionFilter().filter(doc(lines)) == (False, "gopher_rep_dup_line_frac")
     glued = "MMMmmm" * 5000  # one 30,000-char "word"
-    keep, reason = apply_filters(build_fineweb_chain(), doc(glued))
+    keep, reason = apply_filters(build_rules(), doc(glued))
     assert (keep, reason) == (False, "gopher_short_doc")
 
 
@@ -240,7 +249,7 @@ def test_punctuation_tokens_match_spacy_english():
     tokenizer for the FineWeb Gopher rules)."""
     text = ("Hello, world. (1990), U.S. e.g. well-known mid-1960s 3.5 1,000 $5 don't it's "
             "http://www.x.com/a?b=c foo@bar.com ... end... ok!! 10:30 14/03/2014 A/B #tag -- — x.gov")
-    assert T.punctuation_tokens(text) == [
+    assert punctuation_tokens(text) == [
         "Hello", ",", "world", ".", "(", "1990", ")", ",", "U.S.", "e.g.", "well", "-", "known",
         "mid-1960s", "3.5", "1,000", "$", "5", "don", "'t", "it", "'s", "http://www.x.com/a?b=c",
         "foo@bar.com", "...", "end", "...", "ok", "!", "!", "10:30", "14/03/2014", "A", "/", "B",
@@ -286,9 +295,9 @@ def test_chinese_document_is_not_dropped_by_word_count_rules():
 
 
 def test_split_words_for_no_space_scripts():
-    assert T.split_words("北京市 is big。", "zh") == ["北", "京", "市", "is", "big"]
-    assert T.split_words("ภาษาไทย", "th") == ["ภ", "า", "ษ", "า", "ไ", "ท", "ย"]
-    assert T.split_words("don't stop-me", "en") == ["don't", "stop-me"]
+    assert split_words("北京市 is big。", "zh") == ["北", "京", "市", "is", "big"]
+    assert split_words("ภาษาไทย", "th") == ["ภ", "า", "ษ", "า", "ไ", "ท", "ย"]
+    assert split_words("don't stop-me", "en") == ["don't", "stop-me"]
 
 
 def test_skip_languages_and_default_language():
@@ -358,32 +367,32 @@ def brute_dup(words: list[str], n: int) -> int:
 @pytest.mark.parametrize("vectorized", [False, True])
 @pytest.mark.parametrize("language", ["en", "zh"])
 def test_ngram_counts_match_brute_force(vectorized, language, monkeypatch):
-    monkeypatch.setattr(T, "NUMPY_MIN_CHARS", 0 if vectorized else 10**9)
-    monkeypatch.setattr(T, "NUMPY_MIN_CHAR_WORDS", 0 if vectorized else 10**9)
+    monkeypatch.setattr(textstats, "NUMPY_MIN_CHARS", 0 if vectorized else 10**9)
+    monkeypatch.setattr(textstats, "NUMPY_MIN_CHAR_WORDS", 0 if vectorized else 10**9)
     rng = random.Random(0)
     vocab = ["a", "bb", "ccc", "the", "of", "x1", "—", "naïve", "日本"]
     if language == "zh":  # words are characters: one Han character or one Latin run
         vocab = ["北", "京", "市", "的", "ab", "c", "x1"]
     for trial in range(60):
         words = [rng.choice(vocab[: rng.randint(2, len(vocab))]) for _ in range(rng.randint(0, 60))]
-        s = T.TextStats(" ".join(words), language)
+        s = TextStats(" ".join(words), language)
         assert s.numpy_ngrams is vectorized
         assert s.words == words
         assert s.n_words == len(words)
         assert s.word_chars == sum(map(len, words))
         for n in (2, 3, 4):
-            assert T.top_ngram_char_count(s, n) == brute_top(words, n), (words, n)
-            assert T.top_ngram_char_count(s, n) <= n * T.top_word_char_count(s)
+            assert top_ngram_char_count(s, n) == brute_top(words, n), (words, n)
+            assert top_ngram_char_count(s, n) <= n * top_word_char_count(s)
         for n in (5, 6, 10):
-            assert T.duplicate_ngram_char_count(s, n) == brute_dup(words, n), (words, n)
+            assert duplicate_ngram_char_count(s, n) == brute_dup(words, n), (words, n)
 
 
 def test_token_counts_match_between_paths(monkeypatch):
     text = "Hello, world! — 1984 | ‣ x² naïve 日本語 😀 ok… #tag 12:30 -- end."
-    monkeypatch.setattr(T, "NUMPY_MIN_CHARS", 10**9)
-    slow = T.TextStats(text)
-    monkeypatch.setattr(T, "NUMPY_MIN_CHARS", 0)
-    fast = T.TextStats(text)
+    monkeypatch.setattr(textstats, "NUMPY_MIN_CHARS", 10**9)
+    slow = TextStats(text)
+    monkeypatch.setattr(textstats, "NUMPY_MIN_CHARS", 0)
+    fast = TextStats(text)
     assert fast.vectorized and not slow.vectorized
     for attr in ("n_words", "word_chars", "max_word_length", "n_symbol_tokens",
                  "symbol_chars", "n_non_alpha_tokens"):
@@ -398,12 +407,12 @@ def test_token_counts_match_between_paths(monkeypatch):
 @pytest.mark.parametrize("text", ["", " \n ", "a", " a b  c ", "x\u3000y\n z😀 ..",
                                   "naïve 日本語 x² — 1984", "ab" * 3000 + " b"])
 def test_token_arrays_describe_str_split_tokens(text):
-    lengths, alpha, alnum, hashes = T.token_arrays(text)
+    lengths, alpha, alnum, hashes = token_arrays(text)
     words = text.split()
     assert lengths.tolist() == [len(w) for w in words]
     assert alpha.tolist() == [any(c.isalpha() for c in w) for w in words]
     assert alnum.tolist() == [any(c.isalnum() for c in w) for w in words]
-    assert T.count_tokens(text) == len(words)
+    assert count_tokens(text) == len(words)
     by_word = {}
     for w, h in zip(words, hashes.tolist()):
         assert by_word.setdefault(w, h) == h  # equal words, equal hashes

@@ -13,25 +13,25 @@ from webmill.errors import UserError
 FILE = "cc_CC-MAIN-2025-33_cdx-toolkit-3records.warc.gz"  # 3 HTML responses, one a 301 redirect
 
 
-def run(tmp_path, shared_warc, statuses):
+def run(tmp_path, warc, statuses):
     proc = FileProcessor(load_config(None, {"extract": {"http_status": statuses, "timeout_s": 30.0}}), tmp_path)
     try:
-        return proc.process(str(shared_warc / FILE))
+        return proc.process(str(warc(FILE)))
     finally:
         proc.close()
 
 
-def test_default_drops_non_200_responses_before_extraction(tmp_path, shared_warc):
-    s = run(tmp_path, shared_warc, [200])
+def test_default_drops_non_200_responses_before_extraction(tmp_path, warc):
+    s = run(tmp_path, warc, [200])
     assert s["dropped"].get("http_status") == 1
     assert s["stages"]["html_or_wet"] == 2
 
 
-def test_empty_list_extracts_every_response(tmp_path, shared_warc):
-    s = run(tmp_path, shared_warc, [])
+def test_empty_list_extracts_every_response(tmp_path, warc):
+    s = run(tmp_path, warc, [])
     assert "http_status" not in s["dropped"]
     assert s["stages"]["html_or_wet"] == 3
-    s = run(tmp_path / "b", shared_warc, [200, 301])
+    s = run(tmp_path / "b", warc, [200, 301])
     assert "http_status" not in s["dropped"] and s["stages"]["html_or_wet"] == 3
 
 
@@ -41,7 +41,7 @@ def test_bad_status_list_is_a_user_error(tmp_path, bad):
         FileProcessor(load_config(None, {"extract": {"http_status": bad}}), tmp_path)
 
 
-def test_identified_payload_type_wins_over_the_http_header(tmp_path, shared_warc):
+def test_identified_payload_type_wins_over_the_http_header(tmp_path, warc):
     """Common Crawl's WARC-Identified-Payload-Type (the crawler's sniffed type) decides what is
     HTML where present; the HTTP Content-Type header decides otherwise."""
     import io
@@ -51,7 +51,7 @@ def test_identified_payload_type_wins_over_the_http_header(tmp_path, shared_warc
 
     from test_reliability import real_html_pages
 
-    html = real_html_pages(shared_warc, ["cc_CC-MAIN-2025-33_cdx-toolkit-3records.warc.gz"])[0][1]
+    html = real_html_pages(warc(FILE).parent, [FILE])[0][1]
     cases = [("text/html", "application/json"),  # server says HTML, sniffed JSON: not extracted
              ("application/octet-stream", "text/html"),  # sniffed HTML: extracted
              ("text/html", None)]  # no sniffed type: the header decides

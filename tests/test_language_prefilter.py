@@ -26,20 +26,21 @@ def lid():
     return LanguageFilter()
 
 
-def pages(shared_warc, name):
-    return [decode_html(p) for _, p in real_html_pages(shared_warc, [name])]
+def pages(warc, name):
+    """Decoded HTML pages of archive ``name`` (examples/warc, else ../shared/data/warc)."""
+    return [decode_html(p) for _, p in real_html_pages(warc(name).parent, [name])]
 
 
-def test_french_pages_are_skipped_unless_french_is_kept(shared_warc, lid):
-    html = pages(shared_warc, FRENCH)
+def test_french_pages_are_skipped_unless_french_is_kept(warc, lid):
+    html = pages(warc, FRENCH)
     assert len(html) == 11
     assert all(lid.prefilter_html(h) == (False, "extract_skipped_language") for h in html)
     fr = LanguageFilter(languages=["fr", "de"])
     assert all(fr.prefilter_html(h) == (True, None) for h in html)
 
 
-def test_english_and_multilingual_pages_are_extracted(shared_warc, lid):
-    html = pages(shared_warc, ENGLISH) + pages(shared_warc, MULTILINGUAL)
+def test_english_and_multilingual_pages_are_extracted(warc, lid):
+    html = pages(warc, ENGLISH) + pages(warc, MULTILINGUAL)
     assert len(html) == 23
     assert all(lid.prefilter_html(h) == (True, None) for h in html)
     # the multilingual portal's text has no language above 0.07 (Somali, Bengali, ... in its
@@ -48,8 +49,8 @@ def test_english_and_multilingual_pages_are_extracted(shared_warc, lid):
     assert lid.prefilter_html("") == (True, None)
 
 
-def test_off_switches(shared_warc):
-    html = pages(shared_warc, FRENCH)[0]
+def test_off_switches(warc):
+    html = pages(warc, FRENCH)[0]
     assert LanguageFilter(prefilter_threshold=0.0).prefilter_html(html) == (True, None)
     assert LanguageFilter(languages="all").prefilter_html(html) == (True, None)
     for bad in (-0.1, 1.5):
@@ -60,7 +61,7 @@ def test_off_switches(shared_warc):
 @pytest.mark.parametrize("name", [REAL_CC, FRENCH, MULTILINGUAL,
                                   "netarchivesuite_2007_netarkivet-dk_da-en.arc.gz",
                                   "ukwa_2014_gov-uk_daily-crawl-a.warc.gz"])
-def test_same_kept_documents_with_and_without_the_precheck(tmp_path, shared_warc, name):
+def test_same_kept_documents_with_and_without_the_precheck(tmp_path, warc, name):
     """The pre-check only saves extraction time: the kept set is the one FineWeb's order
     (extract every page, then identify the language) gives, and every record is accounted."""
     kept, stats = {}, {}
@@ -69,7 +70,7 @@ def test_same_kept_documents_with_and_without_the_precheck(tmp_path, shared_warc
         proc = FileProcessor(load_config(None, {"language": {"prefilter_threshold": thr},
                                                 "extract": {"timeout_s": 30.0}}), out)
         try:
-            s = proc.process(str(shared_warc / name))
+            s = proc.process(str(warc(name)))
         finally:
             proc.close()
         assert s["records"] == s["kept"] + sum(s["dropped"].values()) + s["errors"]

@@ -1,6 +1,5 @@
-"""PII filter on real crawled pages from the shared WARC/ARC samples (text by trafilatura).
-
-Skips when ../shared/data/warc (the repository root's sibling) is absent.
+"""PII filter on real crawled pages (text by trafilatura): two WARCs bundled in examples/warc, and
+a Danish ARC from ../shared/data/warc (the repository root's sibling; that test skips without it).
 """
 
 from __future__ import annotations
@@ -13,21 +12,30 @@ import pytest
 from webmill.filters.base import Document
 from webmill.filters.pii import PII_TYPES, TYPED_PLACEHOLDERS, PIIFilter, find_pii, url_tld
 
-WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
-pytestmark = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"shared WARC samples not found at {WARC_DIR}")
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = REPO / "examples" / "warc"
+SHARED_DIR = REPO.parent / "shared" / "data" / "warc"
 
 RESEARCHERS = "wget_2024_researcher-homepages_dolma-sample-0000.warc.gz"
 DANISH_ARC = "netarchivesuite_2007_netarkivet-dk_da-en.arc.gz"
 QUEBEC_FR = "heritrix_2012_fiscalitefrg-com_fr.warc.gz"
 
 
+def warc_path(name: str) -> Path:
+    """The bundled copy of ``name``, else the shared one; skips the test when neither exists."""
+    for d in (EXAMPLES_DIR, SHARED_DIR):
+        if (d / name).is_file():
+            return d / name
+    pytest.skip(f"{name} is in neither {EXAMPLES_DIR} nor {SHARED_DIR}")
+
+
 def extract(name: str, language: str | None) -> list[Document]:
-    """Documents of the HTML responses of one shared file (warcio, ARC read as WARC)."""
+    """Documents of the HTML responses of one WARC/ARC file (warcio, ARC read as WARC)."""
     import trafilatura
     from warcio.archiveiterator import ArchiveIterator
 
     docs = []
-    with open(WARC_DIR / name, "rb") as f:
+    with open(warc_path(name), "rb") as f:
         for rec in ArchiveIterator(f, arc2warc=True):
             if rec.rec_type != "response" or rec.http_headers is None:
                 continue

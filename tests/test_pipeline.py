@@ -133,7 +133,7 @@ def test_missing_path_and_unwritable_output(tmp_path):
     assert p.returncode == 2 and "not writable" in p.stderr
 
 
-def test_finished_run_with_a_failed_input_exits_3(tmp_path, shared_warc):
+def test_finished_run_with_a_failed_input_exits_3(tmp_path, warc):
     """One unusable input among good ones: the good one is processed to the end (report, funnel),
     the bad one is listed in OUT/failed.jsonl, and the exit status (3) tells a batch job."""
     notes = tmp_path / "notes.warc"
@@ -141,10 +141,35 @@ def test_finished_run_with_a_failed_input_exits_3(tmp_path, shared_warc):
     cfg = tmp_path / "t.toml"
     cfg.write_text(TEST_TOML)
     out = tmp_path / "o"
-    p = curate("run", str(shared_warc / "cc_CC-MAIN-2015-35_crate-example.warc.wet.gz"), str(notes),
+    p = curate("run", str(warc("cc_CC-MAIN-2015-35_crate-example.warc.wet.gz")), str(notes),
                "-o", str(out), "-c", str(cfg), "--no-dedup", "--no-report", "--no-tokenize",
                check=False, timeout=300)
     assert p.returncode == 3, p.stderr[-3000:]
     assert "exit status 3: 1 inputs failed" in p.stderr
     assert [json.loads(x)["input"] for x in (out / "failed.jsonl").read_text().splitlines()] == [str(notes)]
     assert (out / "final").is_dir() and len(list((out / "stats").glob("*.json"))) >= 1
+
+
+@pytest.mark.parametrize("codes,needle", [("eng", "did you mean 'en'?"), ("en,deu", "'deu' in --languages"),
+                                          ("xx", "unknown language code 'xx'")])
+def test_unknown_language_code_fails_before_any_work(tmp_path, codes, needle):
+    """`--languages eng` (a typo for en) would keep nothing and fail only at tokenization: it is
+    refused against lid.176's labels before Ray starts or any output is written."""
+    out = tmp_path / "o"
+    p = curate("run", "examples/warc", "-o", str(out), "--languages", codes, check=False, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert needle in p.stderr and "Traceback" not in p.stderr
+    assert not (out / "documents").exists() and not (out / "logs").exists()
+
+
+def test_language_codes_against_lid176():
+    from webmill.curate.languages import check_languages, model_labels, suggest
+    from webmill.errors import UserError
+
+    labels = model_labels()
+    assert len(labels) == 176 and {"en", "de", "fr", "zh", "ceb"} <= labels
+    check_languages(["en", "fr", "ceb"])
+    check_languages("all")
+    assert [suggest(c, labels) for c in ("eng", "deu", "spa", "zho", "EN")] == ["en", "de", "es", "zh", "en"]
+    with pytest.raises(UserError, match="did you mean 'de'"):
+        check_languages(["en", "ger"])

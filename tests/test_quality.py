@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from webmill.curate.quality import (
-    apply_buckets,
-    apply_quality,
     approx_num_tokens,
     assign_buckets,
     compute_buckets,
@@ -25,10 +21,10 @@ from webmill.curate.quality import (
     train_quality_model,
 )
 from webmill.errors import UserError
-from webmill.filters.base import Document
-from webmill.filters.quality import DEFAULT_MODEL_PATH, HQ_LABEL, LQ_LABEL, QualityFilter, QualityScorer
+from webmill.filters.quality import DEFAULT_MODEL_PATH, HQ_LABEL, LQ_LABEL, QualityScorer
 
 WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
+EXAMPLES_WARC = Path(__file__).resolve().parents[1] / "examples" / "warc"  # bundled: always present
 needs_warc = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"{WARC_DIR} absent")
 
 # Small models for tests: few hash buckets keep training under a second.
@@ -64,14 +60,14 @@ def _example():
     return mod
 
 
-def _navigation_texts(names: list[str]) -> list[str]:
-    """Link texts (menus, footers) of the HTML pages of some shared WARCs, in chunks of 12."""
+def _navigation_texts(names: list[str], warc_dir: Path = EXAMPLES_WARC) -> list[str]:
+    """Link texts (menus, footers) of the HTML pages of some WARCs, in chunks of 12."""
     from webmill.curate.extract import decode_html
 
     ex = _example()
     out = []
     for name in names:
-        for rec in ex.read_archive(WARC_DIR / name):
+        for rec in ex.read_archive(warc_dir / name):
             if rec["kind"] != "html":
                 continue
             links = ex.link_texts(decode_html(rec["payload"], rec["charset"])).splitlines()
@@ -83,14 +79,13 @@ def _navigation_texts(names: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> tuple[Path, Path]:
-    """Positives as a paragraph .txt file, negatives as JSONL (two reader paths at once)."""
-    if not WARC_DIR.is_dir():
-        pytest.skip(f"{WARC_DIR} absent")
+    """Positives as a paragraph .txt file, negatives as JSONL (two reader paths at once).
+
+    Negatives: navigation chunks of the bundled ia_2008 crawl (it alone has > 3,000 of them).
+    """
     tmp_path = tmp_path_factory.mktemp("labelled")
     pos = _prose_paragraphs()[:400]
-    neg = _navigation_texts(["ia_2008_archive-org-crawl_aut-example.warc.gz",
-                             "ukwa_2014_gov-uk_daily-crawl-a.warc.gz",
-                             "pywb_2014_iana-org_with-revisits.warc.gz"])[:600]
+    neg = _navigation_texts(["ia_2008_archive-org-crawl_aut-example.warc.gz"])[:600]
     assert len(pos) >= 300 and len(neg) >= 300, (len(pos), len(neg))
     pos_file = tmp_path / "pos.txt"
     pos_file.write_text("\n\n".join(pos) + "\n", encoding="utf-8")
@@ -218,6 +213,36 @@ def test_model_without_hq_label_gives_user_error():
     assert QualityScorer(lid, hq_label="__label__en").score(["This is plainly English."])[0] > 0.5
 
 
+def test_model_from_an_fsspec_url_scores_like_the_local_file():
+    import fsspec
+
+    fsspec.filesystem("memory").pipe_file("/qmodels/m.ftz", DEFAULT_MODEL_PATH.read_bytes())
+    texts = ["A long, careful explanation of how the parser reads each record and why.", "Home\nLogin\nCart", ""]
+    remote = QualityScorer("memory://qmodels/m.ftz")
+    assert remote.path == "memory://qmodels/m.ftz" and remote.labels == QualityScorer(DEFAULT_MODEL_PATH).labels
+    assert np.array_equal(remote.score(texts), QualityScorer(DEFAULT_MODEL_PATH).score(texts))
+    with pytest.raises(UserError, match=r"memory://qmodels/nope\.ftz does not exist"):
+        QualityScorer("memory://qmodels/nope.ftz")
+    fsspec.filesystem("memory").pipe_file("/qmodels/cut.ftz", DEFAULT_MODEL_PATH.read_bytes()[:5000])
+    with pytest.raises(UserError, match=r"memory://qmodels/cut\.ftz is truncated"):
+        QualityScorer("memory://qmodels/cut.ftz")
+
+
+def test_training_publishes_model_and_metrics_to_an_fsspec_url(tmp_path, labelled):
+    import fsspec
+
+    pos_file, neg_file = labelled
+    local = train_quality_model([pos_file], [neg_file], tmp_path / "q.bin", valid_frac=0.2, **SMALL)
+    remote = train_quality_model([pos_file], [neg_file], "memory://qtrain/run/q.bin", valid_frac=0.2, **SMALL)
+    fs = fsspec.filesystem("memory")
+    assert fs.cat_file("/qtrain/run/q.bin") == (tmp_path / "q.bin").read_bytes()  # same bytes, other filesystem
+    assert remote["model_path"] == "memory://qtrain/run/q.bin" and remote["valid"] == local["valid"]
+    saved = json.loads(fs.cat_file("/qtrain/run/q.metrics.json"))
+    assert saved["model_path"] == "q.bin" and saved["valid"]["auc"] == pytest.approx(local["valid"]["auc"])
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/qtrain/run", detail=False)) == ["q.bin", "q.metrics.json"]
+    assert QualityScorer("memory://qtrain/run/q.bin").score(["x"]).shape == (1,)
+
+
 # ------------------------------------------------------------------------------------------
 # keep rules
 
@@ -332,34 +357,6 @@ def test_shipped_model_prefers_real_articles_to_404_and_navigation():
 # pipeline helpers
 
 
-def test_apply_quality_and_buckets_on_tables_and_dicts():
-    scorer = QualityScorer(DEFAULT_MODEL_PATH)
-    texts = ["A long, careful explanation of how the parser reads each record and why.",
-             "Home\nLogin\nCart", ""]
-    table = pa.table({"id": ["a", "b", "c"], "text": texts})
-    t2 = apply_quality(table, scorer)
-    assert t2.schema.field("quality_score").type == pa.float32()
-    assert np.array_equal(t2.column("quality_score").to_numpy(), scorer.score(texts))
-    edges = compute_buckets(t2.column("quality_score").to_numpy(), approx_num_tokens(texts) + 1, 4)
-    t3 = apply_buckets(t2, edges)
-    assert t3.schema.field("quality_bucket").type == pa.int32()
-    assert t3.column_names == ["id", "text", "quality_score", "quality_bucket"]
-    assert apply_quality(t3, scorer).column_names == t3.column_names  # replaced, not duplicated
-    d = apply_buckets(apply_quality({"text": np.array(texts, dtype=object)}, scorer), edges)
-    assert d["quality_bucket"].dtype == np.int32
-    assert d["quality_bucket"].tolist() == t3.column("quality_bucket").to_pylist()
-    with pytest.raises(UserError, match="no column 'body'"):
-        apply_quality(table, scorer, text_column="body")
-
-
-def test_quality_filter_protocol():
-    f = QualityFilter(QualityScorer(DEFAULT_MODEL_PATH), threshold=0.0)
-    doc = Document(text="Some text.")
-    assert f.filter(doc) == (True, None) and 0.0 <= doc.metadata["quality_score"] <= 1.0
-    f.threshold = 1.01
-    assert f.filter(doc) == (False, "quality_below_threshold")
-
-
 def test_score_replaces_line_breaks_and_rejects_non_str():
     scorer = QualityScorer(DEFAULT_MODEL_PATH)
     a = scorer.score(["first line\nsecond line\r\nthird\u2028fourth"])
@@ -374,7 +371,7 @@ def test_train_quality_cli(tmp_path, labelled):
     import typer
     from typer.testing import CliRunner
 
-    from webmill.curate.quality import train_quality_cmd
+    from webmill.curate.cli.quality import train_quality_cmd
 
     pos_file, neg_file = labelled
     app = typer.Typer()

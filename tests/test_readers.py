@@ -44,31 +44,31 @@ def test_every_shared_file_reads_without_crash(shared_warc):
     ("netarchivesuite_2007_netarkivet-dk_da-en.arc.gz", {"response": 65, "warcinfo": 1}),
     ("pywb_2014_iana-org_with-revisits.warc.gz", {"request": 171, "revisit": 123, "response": 48, "warcinfo": 1}),
 ])
-def test_record_counts_match_sources_md(shared_warc, name, expected):
-    types, _, errors = read_all(shared_warc / name)
+def test_record_counts_match_sources_md(warc, name, expected):
+    types, _, errors = read_all(warc(name))
     assert dict(types) == expected
     assert all(e.kind == "single_gzip_stream" for e in errors)
 
 
-def test_single_stream_is_reported_as_warning(shared_warc):
-    _, _, errors = read_all(shared_warc / "cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz")
+def test_single_stream_is_reported_as_warning(warc):
+    _, _, errors = read_all(warc("cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz"))
     assert [e.kind for e in errors] == ["single_gzip_stream"]
 
 
 def test_damaged_record_is_skipped_and_reading_resumes(shared_warc):
     # A hand-edited CC file: one response has a wrong Content-Length, whole file one gzip stream.
     types, recs, errors = read_all(shared_warc / "cc_CC-MAIN-2014-35_vu-sample-edited.warc.gz")
-    assert any(e.kind == "ArchiveLoadFailed" for e in errors)
-    # warcio alone yields 1 record; we read past the damage.
-    assert sum(types.values()) > 3
-    assert types["response"] >= 1
+    # warcio alone yields 1 record; we read past each of the three damaged regions and get all 12
+    assert dict(types) == {"warcinfo": 1, "request": 4, "response": 4, "metadata": 3}
+    assert len(recs) == 12
+    assert [e.kind for e in errors] == ["ArchiveLoadFailed"] * 3
 
 
-def test_truncated_last_member(tmp_path, shared_warc):
-    src = (shared_warc / "ia_2008_archive-org-crawl_aut-example.warc.gz").read_bytes()
+def test_truncated_last_member(tmp_path, warc):
+    src = warc("ia_2008_archive-org-crawl_aut-example.warc.gz").read_bytes()
     cut = tmp_path / "cut.warc.gz"
     cut.write_bytes(src[: len(src) * 3 // 5])
-    full_types, full_recs, _ = read_all(shared_warc / "ia_2008_archive-org-crawl_aut-example.warc.gz")
+    full_types, full_recs, _ = read_all(warc("ia_2008_archive-org-crawl_aut-example.warc.gz"))
     types, recs, errors = read_all(cut)
     assert [e.kind for e in errors] == ["truncated_gzip"]
     assert 100 < len(recs) < len(full_recs)
@@ -76,8 +76,8 @@ def test_truncated_last_member(tmp_path, shared_warc):
     assert recs[:-1] == full_recs[: len(recs) - 1]
 
 
-def test_uncompressed_and_recompressed_single_stream_agree(tmp_path, shared_warc):
-    raw = gzip.decompress((shared_warc / "wget_2024_researcher-homepages_dolma-sample-0000.warc.gz").read_bytes())
+def test_uncompressed_and_recompressed_single_stream_agree(tmp_path, warc):
+    raw = gzip.decompress(warc("wget_2024_researcher-homepages_dolma-sample-0000.warc.gz").read_bytes())
     plain = tmp_path / "plain.warc"
     plain.write_bytes(raw)
     single = tmp_path / "single.warc.gz"

@@ -31,6 +31,7 @@ from webmill.curate.documents import FileProcessor
 from webmill.curate.extract import ExtractionTimeout, Extractor
 from webmill.curate.pipeline import remove_stale_temps, update_failed_list
 from webmill.curate.readers import iter_records, sniff_format
+from webmill.storage import is_temp
 
 ROOT = Path(__file__).resolve().parents[1]
 CRASHERS = ROOT / "tests" / "data" / "crashers"
@@ -202,16 +203,15 @@ def check_accounting(stats: dict, out: Path) -> None:
 
 _WRITER = r"""
 import sys, pyarrow as pa
-from pathlib import Path
-from webmill.curate.outputs import write_json_atomic, write_parquet_atomic
-out = Path(sys.argv[1])
+from webmill.storage import Storage
+out = Storage(sys.argv[1])
 tables = [pa.table({"i": list(range(k, k + 120_000)), "text": [f"row {j} " * 8 for j in range(120_000)]})
           for k in (0, 1)]
 print("ready", flush=True)
 n = 0
 while True:
-    write_parquet_atomic(tables[n % 2], out / "documents" / "x.parquet")
-    write_json_atomic({"n": n % 2, "pad": "y" * 200_000}, out / "stats" / "x.json")
+    out.write_parquet("documents/x.parquet", tables[n % 2])
+    out.write_json("stats/x.json", {"n": n % 2, "pad": "y" * 200_000})
     n += 1
 """
 
@@ -237,10 +237,10 @@ def test_atomic_writes_never_leave_a_partial_file(tmp_path):
             assert any(t.equals(e) for e in expected)
         if (tmp_path / "stats" / "x.json").exists():
             assert json.loads((tmp_path / "stats" / "x.json").read_text())["n"] in (0, 1)
-        saw_temp |= any(tmp_path.rglob(".*.tmp"))
+        saw_temp |= any(is_temp(q.name) for q in tmp_path.rglob("*"))
     assert saw_temp, "no kill landed during a write: the test did not exercise a torn write"
     assert remove_stale_temps(tmp_path) >= 1
-    assert not list(tmp_path.rglob(".*.tmp"))
+    assert not [q for q in tmp_path.rglob("*") if is_temp(q.name)]
 
 
 def test_failed_list_shows_current_failures_only(tmp_path):
@@ -262,11 +262,11 @@ def test_failed_list_shows_current_failures_only(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # malformed and corrupt inputs (reader level)
 
-def test_corrupt_gzip_member_loses_only_its_record(tmp_path, shared_warc):
+def test_corrupt_gzip_member_loses_only_its_record(tmp_path, warc):
     """Bytes flipped in the middle of one gzip member (bad CRC): the reader resumes at the next
     member, so every other record is read exactly as from the intact file, and the damage is
     reported as corrupt_gzip (not as a cut file)."""
-    src = (shared_warc / WGET).read_bytes()
+    src = (warc(WGET)).read_bytes()
     members = gzip_members(src)
     i = max(range(len(members) - 3), key=lambda k: len(members[k]))  # a big member, not the last
     bad = bytearray(members[i])
@@ -274,7 +274,7 @@ def test_corrupt_gzip_member_loses_only_its_record(tmp_path, shared_warc):
         bad[k] ^= 0xFF
     damaged = tmp_path / "flipped.warc.gz"
     damaged.write_bytes(b"".join(members[:i]) + bytes(bad) + b"".join(members[i + 1:]))
-    clean, _ = read_all(shared_warc / WGET)
+    clean, _ = read_all(warc(WGET))
     with deadline(60):
         recs, errors = read_all(damaged)
     offset = sum(len(m) for m in members[:i])
@@ -285,14 +285,14 @@ def test_corrupt_gzip_member_loses_only_its_record(tmp_path, shared_warc):
     assert [r[3] for r in recs[i + 1:]] == [r[3] for r in clean[i + 1:]]
 
 
-def test_garbage_warcinfo_header_keeps_the_rest_and_their_ids(tmp_path, shared_warc):
+def test_garbage_warcinfo_header_keeps_the_rest_and_their_ids(tmp_path, warc):
     """A WARC whose first (warcinfo) record header is garbage: the other records are read with
     their real WARC-Record-IDs (the file is still recognised as WARC, not ARC), damage reported."""
-    members = gzip_members((shared_warc / WGET).read_bytes())
+    members = gzip_members((warc(WGET)).read_bytes())
     body = gzip.decompress(members[0]).split(b"\r\n\r\n", 1)[1]
     bad = tmp_path / "garbage-head.warc.gz"
     bad.write_bytes(gzip.compress(b"GARBAGE \x00\xff header\r\nnonsense: yes\r\n\r\n" + body) + b"".join(members[1:]))
-    clean, _ = read_all(shared_warc / WGET)
+    clean, _ = read_all(warc(WGET))
     with deadline(60):
         recs, errors = read_all(bad)
     assert sniff_format(str(bad)) == "warc"
@@ -301,16 +301,16 @@ def test_garbage_warcinfo_header_keeps_the_rest_and_their_ids(tmp_path, shared_w
     assert [e.kind for e in errors] == ["ArchiveLoadFailed"] and errors[0].offset == 0
 
 
-def test_damaged_single_gzip_stream_reads_up_to_the_damage(tmp_path, shared_warc):
+def test_damaged_single_gzip_stream_reads_up_to_the_damage(tmp_path, warc):
     """Flipped bytes in the middle of a one-gzip-stream file (no member to resume at): the records
     before the damage are read, the damage is reported, nothing raises or hangs."""
-    src = (shared_warc / "cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz").read_bytes()
+    src = (warc("cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz")).read_bytes()
     bad = bytearray(src)
     for k in range(len(bad) // 2, len(bad) // 2 + 32):
         bad[k] ^= 0x5A
     p = tmp_path / "single-flipped.warc.wet.gz"
     p.write_bytes(bytes(bad))
-    clean, _ = read_all(shared_warc / "cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz")
+    clean, _ = read_all(warc("cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz"))
     with deadline(60):
         recs, errors = read_all(p)
     assert 3 <= len(recs) < len(clean)

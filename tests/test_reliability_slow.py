@@ -32,6 +32,7 @@ from test_reliability import (CURATE, ROOT, check_accounting, children, proc_ali
 
 from webmill.config import load_config
 from webmill.curate.documents import FileProcessor
+from webmill.storage import is_temp
 
 pytestmark = pytest.mark.slow
 
@@ -91,9 +92,9 @@ def strip_volatile(obj):
 
 def tree_diff(a: Path, b: Path) -> list[str]:
     """Differences between two output directories: missing files, differing bytes (stats JSON
-    compared without its timing/memory fields)."""
-    fa = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
-    fb = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
+    compared without its timing/memory fields; ``logs/``, Ray's own logs, left out)."""
+    fa = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.relative_to(a).parts[0] != "logs"}
+    fb = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.relative_to(b).parts[0] != "logs"}
     diffs = [f"only in {a.name}: {r}" for r in sorted(fa - fb)] + [f"only in {b.name}: {r}" for r in sorted(fb - fa)]
     for r in sorted(fa & fb):
         x, y = (a / r).read_bytes(), (b / r).read_bytes()
@@ -174,7 +175,7 @@ def test_kill_and_resume_gives_byte_identical_outputs(baseline, subset_inputs):
     assert r.returncode == 0, r.stderr[-5000:]
     assert f"skipped {len(done)} inputs with completion markers" in r.stderr
     assert tree_diff(baseline["dir"], out) == []
-    assert not list(out.rglob(".*.tmp"))  # temp files of the killed run were cleaned up
+    assert not [q for q in out.rglob("*") if is_temp(q.name)]  # temp files of the killed run were cleaned up
     assert not wait_gone(list(tagged_processes(tag)), 90)
 
 
@@ -486,7 +487,7 @@ def test_training_killed_during_checkpoint_writes_resumes_identically(tmp_path):
         seen: set[str] = set()
         killed = False
         while p.poll() is None:
-            tmps = {e.name for e in os.scandir(ckdir) if ".tmp" in e.name} if ckdir.is_dir() else set()
+            tmps = {e.name for e in os.scandir(ckdir) if is_temp(e.name)} if ckdir.is_dir() else set()
             new = tmps - seen
             seen |= tmps
             if new and len(seen) > skip:
@@ -512,5 +513,5 @@ def test_training_killed_during_checkpoint_writes_resumes_identically(tmp_path):
     assert a["step"] == b["step"] == 24
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    leftovers = sorted(e.name for e in os.scandir(ckdir) if ".tmp" in e.name)
+    leftovers = sorted(e.name for e in os.scandir(ckdir) if is_temp(e.name))
     print(f"{torn} of 3 kills interrupted a checkpoint write; temp files left behind: {leftovers}")

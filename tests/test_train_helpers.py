@@ -14,7 +14,7 @@ import torch
 from webmill.tokenize.shards import ShardWriter
 
 REPO = Path(__file__).resolve().parents[1]
-WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
+EXAMPLES_WARC = REPO / "examples" / "warc"  # bundled with the repository: the tests never skip for data
 
 
 def synthetic_tokenizer(vocab_size: int) -> dict:

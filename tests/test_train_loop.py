@@ -197,8 +197,123 @@ def test_compiled_training_matches_eager(shards, tmp_path):
 
 
 def test_report_command_reads_the_metrics(shards, tmp_path):
+    """`train report RUN`: the page embeds the curve PNGs it wrote, and its numbers are metrics.jsonl's."""
+    import base64
+    import html
+    import re
+
     run = tmp_path / "run"
     train(tiny_cfg(shards, run, max_steps=3, eval_every=1))
     r = invoke("report", str(run))
     assert r.exit_code == 0, r.output
-    assert (run / "report" / "report.html").is_file()
+    page_path = run / "report" / "report.html"
+    assert r.stdout.strip() == f"report: {page_path}"
+    page = page_path.read_text(encoding="utf-8")
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    tr = [x for x in recs if x["type"] == "train"]
+    va = [x for x in recs if x["type"] == "val"]
+    assert [x["step"] for x in tr] == [1, 2, 3] and [x["step"] for x in va] == [0, 1, 2, 3]
+    best = min(va, key=lambda x: x["val_loss"])
+    want = {"train_steps": 3, "last_step": 3, "last_loss": tr[-1]["loss"], "min_loss": min(x["loss"] for x in tr),
+            "median_tokens_per_s": float(np.median([x["tokens_per_s"] for x in tr[1:]])),
+            "median_ms_per_step": float(np.median([x["ms"] for x in tr[1:]])), "tokens_seen": 3 * 2 * 16,
+            "median_mfu": None, "last_val_loss": va[-1]["val_loss"], "best_val_loss": best["val_loss"],
+            "best_val_step": best["step"]}
+    assert json.loads((run / "report" / "summary.json").read_text()) == pytest.approx(want)
+    # the summary table of the page shows the same numbers (rounded to 4 significant digits)
+    cells = dict(re.findall(r"<th[^>]*>\s*(\w+)\s*</th>\s*<td[^>]*>\s*([^<]*?)\s*</td>", page))
+    for key, v in want.items():
+        shown = html.unescape(cells[key])
+        if v is None:
+            assert shown in ("—", "-", ""), (key, shown)
+        else:
+            assert float(shown.replace(",", "")) == pytest.approx(v, rel=1e-3), (key, shown, v)
+    # each curve is embedded as the very PNG written beside the page (the page opens offline)
+    imgs = {}
+    for tag in re.findall(r"<img\b[^>]*>", page):
+        name = re.search(r'data-name="(\w+)"', tag).group(1)
+        imgs[name] = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', tag).group(1)
+    assert set(imgs) == {"loss", "lr", "throughput", "grad_norm"}
+    for name, b64 in imgs.items():
+        png = base64.b64decode(b64)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == (run / "report" / f"{name}.png").read_bytes(), name
+
+
+def test_pretrain_option_defaults_are_train_config_defaults(shards, tmp_path, monkeypatch):
+    """Every `train pretrain` option takes its default from TrainConfig (one place per default)."""
+    import typer.main
+
+    import webmill.train.loop as loop
+    from webmill.train.cli import app
+    from webmill.train.config import config_defaults
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["pretrain"].params}
+    defaults = config_defaults()
+    python_only = {"eps", "sample_temperature", "sample_top_k", "sample_prompts"}
+    assert set(params) == (set(defaults) - python_only) | {"shards", "out", "sample_prompt"}
+    for name in set(params) & set(defaults):
+        assert params[name].default == defaults[name], name
+    seen = []
+    monkeypatch.setattr(loop, "train", seen.append)
+    r = invoke("pretrain", "--shards", str(shards), "--out", str(tmp_path / "run"))
+    assert r.exit_code == 0, r.output
+    assert seen == [TrainConfig(shards=str(shards), out=str(tmp_path / "run"))]
+    r = invoke("pretrain", "--shards", "S", "--out", "O", "--micro-batch", "3", "--no-tensorboard",
+               "--sample-prompt", "a", "--sample-prompt", "b", "--peak-flops", "1e12", "--quick-check")
+    assert r.exit_code == 0, r.output
+    assert seen[1] == TrainConfig(shards="S", out="O", micro_batch=3, tensorboard=False, sample_prompts=["a", "b"],
+                                  peak_flops=1e12, verify_tokens=False)
+    r = invoke("pretrain", "--shards", str(shards), "--out", str(tmp_path / "x"), "--schedule", "linear")
+    assert r.exit_code == 0 and len(seen) == 3  # the value is checked by train() (below), not by typer
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="--schedule must be cosine, wsd or constant"):
+        train(tiny_cfg(shards, tmp_path / "y", schedule="linear"))
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A10G", 70e12), ("NVIDIA A10", 125e12),
+    ("NVIDIA L40S", 362e12), ("NVIDIA L40", 181e12), ("NVIDIA L4", 121e12), ("Tesla T4", 65e12),
+    ("NVIDIA GeForce GTX 1080", None), ("Quadro P1000", None),
+])
+def test_peak_flops_table(name, peak):
+    from webmill.train.config import peak_flops_for_name
+    from webmill.train.loop import peak_flops
+
+    assert peak_flops_for_name(name) == peak
+    assert peak_flops(torch.device("cpu")) is None
+
+
+def test_mfu_is_printed_only_where_a_peak_is_known(shards, tmp_path, capsys):
+    from webmill.train.model import GPT, GPTConfig
+
+    cpu, given = tmp_path / "cpu", tmp_path / "given"
+    stale = cpu / "checkpoints" / ".step-00000002.pt.tmp-4242"  # left by a writer killed mid-write
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"torn")
+    train(tiny_cfg(shards, cpu, max_steps=2, eval_every=0, quiet=False))
+    out = capsys.readouterr().out
+    assert len([x for x in out.splitlines() if x.startswith("step ")]) == 2 and "MFU" not in out
+    assert all(r["mfu"] is None for r in map(json.loads, (cpu / "metrics.jsonl").read_text().splitlines())
+               if r["type"] == "train")
+    assert not stale.exists() and sorted(p.name for p in stale.parent.iterdir()) == ["step-00000002.pt"]
+
+    train(tiny_cfg(shards, given, max_steps=2, eval_every=0, quiet=False, peak_flops=1e9))
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("step ")]
+    recs = [r for r in map(json.loads, (given / "metrics.jsonl").read_text().splitlines()) if r["type"] == "train"]
+    fpt = GPT(GPTConfig.from_dict(load_checkpoint(given)["model_config"])).estimate_flops_per_token(16)
+    assert len(lines) == len(recs) == 2
+    for line, r in zip(lines, recs):
+        assert r["mfu"] == pytest.approx(fpt * r["tokens_per_s"] / 1e9, rel=1e-9) and r["mfu"] > 0
+        assert line.endswith(f"| MFU {100 * r['mfu']:.1f}%")
+    with pytest.raises(UserError, match="--peak-flops must be ≥ 0"):
+        train(tiny_cfg(shards, tmp_path / "neg", max_steps=1, peak_flops=-1.0))
+
+
+def test_training_does_not_import_the_curation_side():
+    """webmill.train depends on token shards, storage and errors only, never on webmill.curate."""
+    code = ("import sys, webmill.train.cli, webmill.train.loop, webmill.train.report, webmill.train.export_hf, "
+            "webmill.tokenize.shards; bad = sorted(m for m in sys.modules if m.startswith('webmill.curate')); "
+            "assert not bad, bad; assert 'webmill.storage' in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

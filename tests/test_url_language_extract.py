@@ -112,11 +112,11 @@ def test_resiliparse_extractor():
         assert "Useful body text" in ex.extract(page)
 
 
-def test_trafilatura_fast_mode_reaches_the_child(shared_warc):
+def test_trafilatura_fast_mode_reaches_the_child(warc):
     """``extract.fast``: the child runs trafilatura's fast mode (no fallback extractors), whose
     text differs from the full mode's on some real pages, in the same child protocol."""
     pages = [decode_html(r.read_payload(), r.charset)
-             for r in iter_records(str(shared_warc / "cc_CC-MAIN-2020-34_resiliparse-sample.warc.gz"), [])
+             for r in iter_records(str(warc("cc_CC-MAIN-2020-34_resiliparse-sample.warc.gz")), [])
              if r.rec_type == "response" and r.http_status == 200 and "html" in r.content_type]
     assert len(pages) >= 10
     with Extractor("trafilatura", timeout_s=60, fast=True) as fast, Extractor("trafilatura", timeout_s=60) as full:

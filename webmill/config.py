@@ -5,19 +5,24 @@ section or key, or a value of the wrong type, raises :class:`webmill.errors.User
 the key. Sections that feed a filter class (``[filters.*]``, ``[pii]``) or ``[dedup]`` are
 checked against that class's constructor, so every threshold of a rule is a config key.
 ``examples/fineweb.toml`` lists FineWeb's chain with every key.
+
+Which tables are class-backed, and by which class, comes from the stage registry
+(:data:`webmill.curate.stages.CLASS_SECTIONS`); :data:`DEFAULTS` stays a literal dict because its
+canonical JSON is hashed into every marker and shard manifest (:func:`config_hash`), and
+``tests/test_stages.py`` checks that its ``[filters.*]`` tables follow the registry.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import inspect
 import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from webmill.curate.stages import CLASS_SECTIONS, class_for  # noqa: F401 - re-exported
 from webmill.errors import UserError
 
 DEFAULTS: dict[str, Any] = {
@@ -61,26 +66,6 @@ DEFAULTS: dict[str, Any] = {
     },
     "output": {"write_removed": False},
 }
-
-# Sections whose keys are a class's constructor arguments: section path → (module, class).
-CLASS_SECTIONS = {
-    ("url_filter",): ("webmill.filters.url", "URLFilter"),
-    ("language",): ("webmill.filters.language", "LanguageFilter"),
-    ("filters", "gopher_repetition"): ("webmill.filters.gopher", "GopherRepetitionFilter"),
-    ("filters", "gopher_quality"): ("webmill.filters.gopher", "GopherQualityFilter"),
-    ("filters", "c4"): ("webmill.filters.c4", "C4Filter"),
-    ("filters", "fineweb"): ("webmill.filters.fineweb", "FineWebQualityFilter"),
-    ("pii",): ("webmill.filters.pii", "PIIFilter"),
-    ("dedup",): ("webmill.curate.dedup", "DedupConfig"),
-    ("rephrase",): ("webmill.curate.rephrase", "RephraseConfig"),
-}
-
-
-def class_for(section: tuple[str, ...]):
-    """The class configured by ``section`` (e.g. ``("filters", "c4")``)."""
-    mod, name = CLASS_SECTIONS[section]
-    return getattr(importlib.import_module(mod), name)
-
 
 def _type_ok(value: Any, default: Any) -> bool:
     if default is None:

@@ -3,43 +3,34 @@ extract → language ID → heuristic rules → ``OUT/documents/<stem>.parquet``
 ``OUT/stats/<stem>.json`` + marker.
 
 :class:`FileProcessor` holds the loaded models (lid.176, blocklists, the extraction subprocess)
-and processes whole files; :mod:`webmill.curate.pipeline` runs one per Ray actor. Accounting
+and processes whole files; :func:`webmill.curate.workers.map_files` runs one per Ray actor. Accounting
 invariant, checked by the tests: for every file ``records == kept + sum(dropped.values()) +
 errors``, where ``records`` counts every record read (warcinfo, request, ... included).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 
-from webmill.config import class_for, config_hash, kwargs_of
-from webmill.errors import UserError
+from webmill.config import config_hash, kwargs_of
 from webmill.curate.extract import Extractor, ExtractionTimeout, decode_html, looks_like_html
-from webmill.curate.outputs import (DOCUMENT_SCHEMA, marker_path, write_json_atomic,
-                                    write_parquet_atomic)
+from webmill.curate.outputs import DOCUMENT_SCHEMA, marker_rel
+from webmill.curate.stages import DOCUMENT_STAGES, build_rules, class_for
+from webmill.errors import UserError
 from webmill.curate.readers import MAX_PAYLOAD_BYTES, ReadError, document_id, input_stem, iter_records
 from webmill.filters.base import Document
+from webmill.storage import Storage, as_storage
 
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
-
-RULE_SECTIONS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+# registry names of the stages that are not heuristic rules (rules count under ``rule.name``)
+_NAME = {s.kind: s.name for s in DOCUMENT_STAGES if s.kind != "rule"}
+RECORD, URL, EXTRACT, LANGUAGE = _NAME["record"], _NAME["url"], _NAME["extract"], _NAME["language"]
 MAX_LISTED_ERRORS = 100  # errors listed per file in stats (all are counted)
-
-
-def build_rules(cfg: dict) -> list:
-    """Instantiate the enabled heuristic rules in FineWeb's order (Gopher repetition, Gopher
-    quality, C4, FineWeb) from ``cfg["filters"]``."""
-    rules = []
-    for name in RULE_SECTIONS:
-        table = cfg["filters"].get(name, {})
-        if table.get("enabled", True):
-            rules.append(class_for(("filters", name))(**kwargs_of(table)))
-    return rules
 
 
 class FileProcessor:
@@ -47,18 +38,21 @@ class FileProcessor:
 
     Args:
         cfg: pipeline config (see :mod:`webmill.config`).
-        out: output directory ``OUT`` (Path).
+        out: output directory ``OUT``: a local path, an fsspec URL or a :class:`Storage`.
+
+    Raises:
+        UserError: a bad ``extract.http_status`` list or ``[filters.*]`` table.
     """
 
-    def __init__(self, cfg: dict, out: Path):
+    def __init__(self, cfg: dict, out: str | os.PathLike | Storage):
         self.cfg = cfg
-        self.out = Path(out)
+        self.out = as_storage(out)
         self.cfg_hash = config_hash(cfg)
         self.url_filter = (class_for(("url_filter",))(**kwargs_of(cfg["url_filter"]))
                            if cfg["url_filter"].get("enabled", True) else None)
         self.language = (class_for(("language",))(**kwargs_of(cfg["language"]))
                          if cfg["language"].get("enabled", True) else None)
-        self.rules = build_rules(cfg)
+        self.rules = build_rules(cfg["filters"])
         ex = cfg["extract"]
         statuses = ex["http_status"]
         if isinstance(statuses, str) or not all(
@@ -117,9 +111,9 @@ class FileProcessor:
 
         t0 = time.perf_counter()
         table = pa.table(rows, schema=DOCUMENT_SCHEMA)
-        write_parquet_atomic(table, self.out / "documents" / f"{stem}.parquet")
+        self.out.write_parquet(f"documents/{stem}.parquet", table)
         for stage, docs in removed.items():
-            write_parquet_atomic(pa.Table.from_pylist(docs), self.out / "removed" / stage / f"{stem}.parquet")
+            self.out.write_parquet(f"removed/{stage}/{stem}.parquet", pa.Table.from_pylist(docs))
         secs["write"] += time.perf_counter() - t0
         warnings = [e.as_dict() for e in read_errors if e.kind == "single_gzip_stream"]
         warnings += [e.as_dict() for e in self._notes[:MAX_LISTED_ERRORS]]
@@ -139,9 +133,9 @@ class FileProcessor:
             "seconds_total": round(time.perf_counter() - t_start, 4),
             "config_hash": self.cfg_hash,
         }
-        write_json_atomic(stats, self.out / "stats" / f"{stem}.json")
-        write_json_atomic({"input": path, "config_hash": self.cfg_hash, "kept": table.num_rows},
-                          marker_path(self.out, stem))
+        self.out.write_json(f"stats/{stem}.json", stats)
+        self.out.write_json(marker_rel(stem), {"input": path, "config_hash": self.cfg_hash,
+                                               "kept": table.num_rows})
         return stats
 
     def _one(self, rec, source_name, drop, stages, chars, secs, rows, path="") -> None:
@@ -159,15 +153,15 @@ class FileProcessor:
                     return drop("not_html")
             elif "html" not in rec.content_type:
                 return drop("not_html")
-        stages["html_or_wet"] += 1
+        stages[RECORD] += 1
         doc = Document(text="", url=rec.url, id=document_id(source_name, rec.record_id))
         if self.url_filter is not None:
             t = time.perf_counter()
             keep, reason = self.url_filter.filter(doc)
-            secs["url_filter"] += time.perf_counter() - t
+            secs[URL] += time.perf_counter() - t
             if not keep:
-                return drop(reason, doc, "url_filter")
-        stages["url_filter"] += 1
+                return drop(reason, doc, URL)
+        stages[URL] += 1
         t = time.perf_counter()
         payload = rec.read_payload()
         secs["read"] += time.perf_counter() - t
@@ -179,30 +173,30 @@ class FileProcessor:
             if is_wet:
                 doc.text = payload.decode("utf-8", errors="replace").strip()
             elif not looks_like_html(payload):
-                return drop("extract_not_html", doc, "extract")  # JSON, JS, empty body
+                return drop("extract_not_html", doc, EXTRACT)  # JSON, JS, empty body
             else:
                 html = decode_html(payload, rec.charset)
                 if self.language is not None:
                     keep, reason = self.language.prefilter_html(html)
                     if not keep:  # another language for sure: not worth trafilatura's time
-                        secs["extract"] += time.perf_counter() - t
-                        return drop(reason, doc, "extract")
+                        secs[EXTRACT] += time.perf_counter() - t
+                        return drop(reason, doc, EXTRACT)
                 doc.text = self.extractor.extract(html).strip()
         except ExtractionTimeout:
-            secs["extract"] += time.perf_counter() - t
-            return drop("extract_timeout", doc, "extract")
-        secs["extract"] += time.perf_counter() - t
+            secs[EXTRACT] += time.perf_counter() - t
+            return drop("extract_timeout", doc, EXTRACT)
+        secs[EXTRACT] += time.perf_counter() - t
         if not doc.text:
-            return drop("extract_empty", doc, "extract")
-        stages["extract"] += 1
+            return drop("extract_empty", doc, EXTRACT)
+        stages[EXTRACT] += 1
         chars["extracted"] += len(doc.text)
         if self.language is not None:
             t = time.perf_counter()
             keep, reason = self.language.filter(doc)
-            secs["language"] += time.perf_counter() - t
+            secs[LANGUAGE] += time.perf_counter() - t
             if not keep:
-                return drop(reason, doc, "language")
-        stages["language"] += 1
+                return drop(reason, doc, LANGUAGE)
+        stages[LANGUAGE] += 1
         for rule in self.rules:
             t = time.perf_counter()
             keep, reason = rule.filter(doc)

@@ -1,34 +1,44 @@
 """PII scrubbing and quality scoring over ``OUT/deduped`` → ``OUT/final`` (``curate finalize``).
 
-Pass 1 runs per input file on a pool of Ray actors (the PII filter and the fastText quality
-model load once per actor): PII replacement/drops, ``pii_counts`` (struct column of int32
+Pass 1 runs per input file on the per-file actor scheduler
+(:func:`webmill.curate.workers.map_files`; the PII filter and the fastText quality model load
+once per actor): PII replacement/drops, ``pii_counts`` (struct column of int32
 hits per type) and ``quality_score`` (float32). Pass 2 is global and cheap: the quality keep rule that
 needs the whole run (``top_fraction``) or the Nemotron-CC buckets (token-weighted percentiles
 of the score over all documents, Su et al. 2024, section 2.2) are computed in the driver from
 the scores, and each file gets its ``quality_bucket`` column / final filtering.
+
+``OUT`` may be a local directory or any fsspec URL: every read and write goes through
+:class:`webmill.storage.Storage`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from webmill.config import class_for, kwargs_of
-from webmill.curate.outputs import write_json_atomic, write_parquet_atomic
+from webmill.config import kwargs_of
+from webmill.curate.stages import class_for
 from webmill.errors import UserError
 from webmill.filters.base import Document
+from webmill.storage import Storage, as_storage
 
 
 class FileFinalizer:
-    """PII + quality scoring of one documents file at a time (one per Ray actor)."""
+    """PII + quality scoring of one documents file at a time (one per Ray actor).
 
-    def __init__(self, cfg: dict):
+    Args:
+        cfg: pipeline config.
+        out: ``OUT`` (local path, fsspec URL or Storage); ``process`` names files relative to it.
+    """
+
+    def __init__(self, cfg: dict, out: str | os.PathLike | Storage):
         self.cfg = cfg
+        self.out = as_storage(out)
         self.pii = class_for(("pii",))(**kwargs_of(cfg["pii"])) if cfg["pii"].get("enabled", True) else None
         q = cfg["quality"]
         self.scorer = None
@@ -38,9 +48,9 @@ class FileFinalizer:
             self.scorer = QualityScorer(q.get("model_path") or DEFAULT_MODEL_PATH)
 
     def process(self, src: str, dst: str) -> dict:
-        """Read ``src`` Parquet, write ``dst`` Parquet; return per-file stats."""
+        """Read Parquet ``OUT/<src>``, publish ``OUT/<dst>``; return per-file stats."""
         t0 = time.perf_counter()
-        table = pq.read_table(src)
+        table = self.out.read_parquet(src)
         texts = table.column("text").to_pylist()
         urls = table.column("url").to_pylist()
         langs = table.column("language").to_pylist() if "language" in table.column_names else [None] * len(texts)
@@ -74,8 +84,8 @@ class FileFinalizer:
             secs["quality_score"] += time.perf_counter() - t
             table = _set(table, "quality_score", pa.array(np.asarray(scores, np.float32)))
         table = table.filter(pa.array(keep))
-        write_parquet_atomic(table, Path(dst))
-        return {"file": Path(src).name, "documents_in": len(texts), "documents_out": table.num_rows,
+        self.out.write_parquet(dst, table)
+        return {"file": src.rsplit("/", 1)[-1], "documents_in": len(texts), "documents_out": table.num_rows,
                 "dropped": dict(dropped), "pii_counts": dict(pii_totals),
                 "seconds": {k: round(v, 4) for k, v in secs.items()},
                 "seconds_total": round(time.perf_counter() - t0, 4)}
@@ -87,11 +97,12 @@ def _set(table: pa.Table, name: str, col: pa.Array) -> pa.Table:
     return table.append_column(name, col)
 
 
-def _apply_quality_keep(files: list[Path], qcfg: dict) -> dict:
-    """Global pass: buckets / top fraction / threshold over all ``quality_score`` values."""
+def _apply_quality_keep(st: Storage, files: list[str], qcfg: dict) -> dict:
+    """Global pass: buckets / top fraction / threshold over all ``quality_score`` values of
+    ``files`` (paths relative to ``st``), rewritten in place."""
     from webmill.curate.quality import approx_num_tokens, assign_buckets, compute_buckets, keep_mask
 
-    tables = [pq.read_table(f) for f in files]
+    tables = [st.read_parquet(f) for f in files]
     if not tables or sum(t.num_rows for t in tables) == 0:
         return {"mode": qcfg["mode"], "documents_in": 0, "documents_out": 0}
     scores = np.concatenate([t.column("quality_score").to_numpy() for t in tables])
@@ -113,7 +124,7 @@ def _apply_quality_keep(files: list[Path], qcfg: dict) -> dict:
         n = t.num_rows
         t = _set(t, "quality_bucket", pa.array(buckets[start:start + n], type=pa.int32()))
         t = t.filter(pa.array(keep[start:start + n]))
-        write_parquet_atomic(t, f)
+        st.write_parquet(f, t)
         start += n
     stats.update({"documents_out": int(keep.sum()), "bucket_edges": [float(e) for e in edges],
                   "bucket_sizes": np.bincount(buckets, minlength=qcfg["n_buckets"]).tolist(),
@@ -121,31 +132,41 @@ def _apply_quality_keep(files: list[Path], qcfg: dict) -> dict:
     return stats
 
 
-def run_finalize(out: Path, cfg: dict, input_subdir: str = "deduped", output_subdir: str = "final") -> dict:
+def run_finalize(out: str | os.PathLike | Storage, cfg: dict, input_subdir: str = "deduped",
+                 output_subdir: str = "final") -> dict:
     """Run PII + quality over ``OUT/<input_subdir>/*.parquet`` into ``OUT/<output_subdir>/``.
+
+    Args:
+        out: ``OUT``: a local path, an fsspec URL or a Storage.
+        cfg: pipeline config (``pii``, ``quality``, ``ray`` tables).
 
     Returns the stats written to ``OUT/stats/final.json``.
 
     Raises:
         UserError: the input directory has no Parquet files.
+        RuntimeError: a file failed (its worker raised, or died more than ``ray.max_retries``
+            times); ``OUT/stats/final.json`` is then not written.
     """
-    import ray
-    from ray.util import ActorPool
+    from webmill.curate.workers import map_files
 
-    out = Path(out)
-    src_dir = out / input_subdir
-    files = sorted(src_dir.glob("*.parquet"))
-    if not files:
-        raise UserError(f"no Parquet files in {src_dir} (run `curate dedup {out}` first)")
-    dst_dir = out / output_subdir
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    for stale in dst_dir.glob("*.parquet"):
-        stale.unlink()
+    st = as_storage(out)
+    names = st.list(input_subdir, suffix=".parquet")
+    if not names:
+        raise UserError(f"no Parquet files in {st.uri(input_subdir)} (run `curate dedup {st.uri()}` first)")
+    st.makedirs(output_subdir)
+    for stale in st.list(output_subdir, suffix=".parquet"):
+        st.remove(f"{output_subdir}/{stale}")
+    st.sweep_temps(output_subdir)
     t0 = time.perf_counter()
-    n = max(1, min(len(files), cfg["ray"]["num_workers"] or int(ray.cluster_resources().get("CPU", 1))))
-    Finalizer = ray.remote(num_cpus=1)(FileFinalizer)
-    pool = ActorPool([Finalizer.remote(cfg) for _ in range(n)])
-    per_file = list(pool.map(lambda a, f: a.process.remote(str(f), str(dst_dir / f.name)), files))
+    rc = cfg["ray"]
+    per_file, failures = map_files(FileFinalizer, (cfg, st),
+                                   [(f"{input_subdir}/{n}", f"{output_subdir}/{n}") for n in names],
+                                   num_workers=rc["num_workers"], max_uses=rc["max_files_per_worker"],
+                                   max_retries=rc["max_retries"], name="FinalizeWorker")
+    if failures:
+        i, reason = failures[0]
+        raise RuntimeError(f"finalize failed on {st.uri(input_subdir)}/{names[i]}: {reason}"
+                           + (f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""))
     dropped: Counter = Counter()
     pii: Counter = Counter()
     for s in per_file:
@@ -155,10 +176,11 @@ def run_finalize(out: Path, cfg: dict, input_subdir: str = "deduped", output_sub
              "documents_out": sum(s["documents_out"] for s in per_file),
              "dropped": dict(dropped), "pii_counts": dict(pii), "files": per_file}
     if cfg["quality"].get("enabled", False):
-        q = _apply_quality_keep(sorted(dst_dir.glob("*.parquet")), cfg["quality"])
+        q = _apply_quality_keep(st, [f"{output_subdir}/{n}" for n in st.list(output_subdir, suffix=".parquet")],
+                                cfg["quality"])
         stats["quality"] = q
         stats["dropped"]["quality"] = q["documents_in"] - q["documents_out"]
         stats["documents_out"] = q["documents_out"]
     stats["seconds"] = round(time.perf_counter() - t0, 3)
-    write_json_atomic(stats, out / "stats" / "final.json")
+    st.write_json("stats/final.json", stats)
     return stats

@@ -1,24 +1,27 @@
-"""Output layout, the document table schema, and atomic writes.
+"""Output layout and the document table schema.
 
-Layout of ``OUT`` (DESIGN.md):
+Layout of ``OUT`` (docs/design.md), as paths relative to ``OUT`` (a local directory or an
+fsspec URL; every read and write goes through :class:`webmill.storage.Storage`):
 
 * ``documents/<stem>.parquet`` — documents kept by the per-document stages;
 * ``stats/<stem>.json`` — per-input statistics; ``stats/dedup.json``, ``stats/final.json``, ...
 * ``markers/<stem>.done`` — written last, after the outputs above; a rerun skips marked inputs;
 * ``failed.jsonl`` — inputs that failed, with the reason; ``removed/<stage>/`` (optional);
-* ``deduped/``, ``final/``, ``shards/``, ``report/``.
+* ``deduped/``, ``final/``, ``shards/``, ``report/``; ``logs/`` (Ray's own logs of a local run).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from webmill.storage import as_storage
 
 SCHEMA_VERSION = 1
+
+# per-file output directories of the documents stage (their stale temps are swept at start)
+PER_FILE_DIRS = ("documents", "stats", "markers", "removed")
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -36,26 +39,14 @@ DOCUMENT_SCHEMA = pa.schema(
 )
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` via a temp file + ``os.replace`` (never a partial file).
-
-    Settings are fixed (zstd, row groups of 1,000 rows, no timestamps in metadata) so the same
-    table gives the same bytes on every run.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=1000, write_statistics=True)
-    os.replace(tmp, path)
+def marker_rel(stem: str) -> str:
+    """Completion marker of input ``stem``, relative to ``OUT``."""
+    return f"markers/{stem}.done"
 
 
-def write_json_atomic(obj, path: Path) -> None:
-    """Write ``obj`` as indented, key-sorted JSON via temp file + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def marker_path(out: Path, stem: str) -> Path:
-    """Completion marker of input ``stem``."""
-    return out / "markers" / f"{stem}.done"
+# Compatibility wrapper for bench/rephrase.py (the last caller that passes a full path; it can
+# call Storage(parent).write_parquet(name, table) instead, then this goes).
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
+    """Publish ``table`` at ``path`` with :meth:`Storage.write_parquet` (same fixed settings)."""
+    parent, _, name = str(path).rstrip("/").rpartition("/")
+    as_storage(parent or ".").write_parquet(name, table)

@@ -6,7 +6,9 @@ arguments and exposes one method, ``filter(doc)``, returning ``(keep, reason)``.
 when it is dropped. Modifiers (C4 line removal, PII replacement) instead return the new text
 and counts from ``modify(doc)``.
 
-Nothing here imports Ray or performs I/O; :mod:`webmill.curate` adapts filters to Ray Data.
+Nothing here imports Ray or performs I/O. :mod:`webmill.curate.documents` runs the filters
+over whole input files inside per-file Ray actors (:mod:`webmill.curate.workers`), in the order
+of the stage registry (:mod:`webmill.curate.stages`).
 """
 
 from __future__ import annotations

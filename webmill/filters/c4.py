@@ -13,18 +13,14 @@ from __future__ import annotations
 import re
 
 from webmill.filters.base import BaseFilter, Document, FilterResult
-from webmill.filters.text import (
+from webmill.filters.checks import check_bool, check_languages, check_number, check_strings
+from webmill.filters.textstats import TextStats, text_stats
+from webmill.filters.words import (
     DEFAULT_LANGUAGE,
     NO_SPACE_LANGUAGES,
     TERMINAL_PUNCTUATION,
-    check_bool,
-    check_languages,
-    check_number,
-    check_strings,
-    TextStats,
     normalize_language,
     split_words,
-    text_stats,
 )
 
 #: Wikipedia-style citation markers removed from lines (TFDS ``_CITATION_REGEX`` idea):
@@ -84,7 +80,7 @@ class C4Filter(BaseFilter):
         ``c4_too_few_sentences``: kept lines hold fewer than ``min_num_sentences`` sentences.
 
     Languages: all rules apply to all languages except ``skip_languages``; for
-    Chinese/Japanese/Thai/... (:data:`webmill.filters.text.NO_SPACE_LANGUAGES`) words are
+    Chinese/Japanese/Thai/... (:data:`webmill.filters.words.NO_SPACE_LANGUAGES`) words are
     characters (rules 1 and 4) and ``。！？`` end sentences, so a Chinese line needs 3
     characters, not 3 spaces.
 

@@ -1,31 +1,25 @@
 """FineWeb's own heuristic rules (Penedo et al. 2024, "The FineWeb Datasets: Decanting the Web
 for the Finest Text Data at Scale", arXiv:2406.17557, section 3.3 "Developing additional
 heuristic filters"), as run by datatrove's ``FineWebQualityFilter`` (default arguments, used in
-datatrove's ``examples/fineweb.py``), plus the FineWeb heuristic chain
-(Gopher repetition → Gopher quality → C4 → FineWeb, the order of ``examples/fineweb.py``).
+datatrove's ``examples/fineweb.py``), and :func:`apply_filters`, which runs a chain of rules on
+one document. The chain itself (Gopher repetition → Gopher quality → C4 → FineWeb, the order of
+``examples/fineweb.py``) is built from the config by the stage registry,
+:func:`webmill.curate.stages.build_rules`.
 
 Pure Python: no Ray, no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from itertools import repeat
 
 from webmill.errors import UserError
 from webmill.filters.base import BaseFilter, Document, FilterResult
-from webmill.filters.c4 import C4Filter
-from webmill.filters.gopher import GopherQualityFilter, GopherRepetitionFilter
-from webmill.filters.text import (
-    DEFAULT_LANGUAGE,
-    TERMINAL_PUNCTUATION,
-    check_bool,
-    check_languages,
-    check_number,
-    check_strings,
-    duplicate_count_and_chars,
-    text_stats,
-)
+from webmill.filters.checks import check_bool, check_languages, check_number, check_strings
+from webmill.filters.repetition import duplicate_count_and_chars
+from webmill.filters.textstats import text_stats
+from webmill.filters.words import DEFAULT_LANGUAGE, TERMINAL_PUNCTUATION
 
 
 class FineWebQualityFilter(BaseFilter):
@@ -43,7 +37,7 @@ class FineWebQualityFilter(BaseFilter):
             after the first) / characters other than ``"\\n"`` >= ``char_duplicates_ratio``
             (0.01).
         ``fineweb_newline_ratio``: newlines / words > ``new_line_ratio`` (0.3); words as in
-            :func:`webmill.filters.text.split_words` (datatrove calls this ``list_ratio``).
+            :func:`webmill.filters.words.split_words` (datatrove calls this ``list_ratio``).
     A threshold of ``None``/``false`` turns its rule off.
 
     Languages: all four rules apply to every language except ``skip_languages``.
@@ -57,7 +51,7 @@ class FineWebQualityFilter(BaseFilter):
         char_duplicates_ratio: 0.01 (datatrove default used for the release; the paper's
             text gives 0.1 for this rule).
         new_line_ratio: 0.3 (paper 3.3: "list-like" documents).
-        stop_chars: :data:`webmill.filters.text.TERMINAL_PUNCTUATION`.
+        stop_chars: :data:`webmill.filters.words.TERMINAL_PUNCTUATION`.
         skip_languages: none. default_language: "en".
 
     Raises:
@@ -138,52 +132,6 @@ class FineWebQualityFilter(BaseFilter):
             if n_newlines and (not n_words or n_newlines / n_words > self.new_line_ratio):
                 return False, "fineweb_newline_ratio"
         return True, None
-
-
-#: The heuristic filters in FineWeb's order, by config table name (``[filters.<name>]``).
-HEURISTIC_FILTERS: dict[str, type[BaseFilter]] = {
-    GopherRepetitionFilter.name: GopherRepetitionFilter,
-    GopherQualityFilter.name: GopherQualityFilter,
-    C4Filter.name: C4Filter,
-    FineWebQualityFilter.name: FineWebQualityFilter,
-}
-
-
-def build_fineweb_chain(tables: Mapping[str, Mapping] | None = None) -> list[BaseFilter]:
-    """Build the FineWeb heuristic chain from ``[filters.<name>]`` config tables.
-
-    Args:
-        tables: ``{"gopher_repetition": {...}, "gopher_quality": {...}, "c4": {...},
-            "fineweb": {...}}``; a missing table means all defaults, ``enabled = false``
-            leaves that filter out. Other keys of ``tables`` are ignored (other stages' tables).
-
-    Returns:
-        ``list[BaseFilter]`` in FineWeb's order.
-
-    Raises:
-        UserError: a table is not a table, or holds an unknown key or a bad value (the
-            message names ``[filters.<name>] <key>``).
-    """
-    tables = tables or {}
-    chain: list[BaseFilter] = []
-    for name, cls in HEURISTIC_FILTERS.items():
-        table = tables.get(name, {})
-        if not isinstance(table, Mapping):
-            raise UserError(f"[filters.{name}] must be a table, got {table!r}")
-        kwargs = dict(table)
-        enabled = kwargs.pop("enabled", True)
-        if not check_bool(name, "enabled", enabled):
-            continue
-        try:
-            chain.append(cls(**kwargs))
-        except TypeError as exc:
-            import inspect
-
-            known = sorted(inspect.signature(cls.__init__).parameters.keys() - {"self"})
-            raise UserError(
-                f"[filters.{name}]: {exc}; known keys: {', '.join(known)}"
-            ) from None
-    return chain
 
 
 def apply_filters(filters: Iterable[BaseFilter], doc: Document) -> FilterResult:

@@ -5,7 +5,7 @@ section 3.3; datatrove's ``GopherRepetitionFilter``/``GopherQualityFilter`` defa
 datatrove's ``examples/fineweb.py``).
 
 Both filters are pure functions of one document: no Ray, no I/O. Words and lines come from
-:func:`webmill.filters.text.text_stats`, shared with the C4 and FineWeb filters.
+:func:`webmill.filters.textstats.text_stats`, shared with the C4 and FineWeb filters.
 """
 
 from __future__ import annotations
@@ -14,18 +14,15 @@ import re
 from itertools import repeat
 
 from webmill.filters.base import BaseFilter, Document, FilterResult
-from webmill.filters.text import (
-    DEFAULT_LANGUAGE,
-    NO_SPACE_LANGUAGES,
-    check_languages,
-    check_number,
-    check_strings,
+from webmill.filters.checks import check_languages, check_number, check_strings
+from webmill.filters.repetition import (
     duplicate_count_and_chars,
     duplicate_ngram_char_count,
-    text_stats,
     top_ngram_char_count,
     top_word_char_count,
 )
+from webmill.filters.textstats import text_stats
+from webmill.filters.words import DEFAULT_LANGUAGE, NO_SPACE_LANGUAGES
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
 _ELLIPSIS = ("...", "…")
@@ -75,7 +72,7 @@ class GopherRepetitionFilter(BaseFilter):
 
     "Repeated" means every occurrence after the first. Paragraphs are split on two or more
     newlines, lines on one (blank lines ignored). N-grams are over the words of
-    :func:`webmill.filters.text.split_words`, so for Chinese/Japanese/Thai... (no spaces) they
+    :func:`webmill.filters.words.split_words`, so for Chinese/Japanese/Thai... (no spaces) they
     are character n-grams. Since duplicated-(n+1)-gram coverage is a subset of duplicated-n-gram
     coverage, the dup n-gram rules stop early once a fraction is below every remaining
     threshold; this gives exactly the result of checking every n.
@@ -209,7 +206,7 @@ class GopherQualityFilter(BaseFilter):
 
     Tokens (``tokens``, default ``"punctuation"``): the text split as FineWeb's datatrove split
     it (spaCy's English tokenizer, reproduced by
-    :func:`webmill.filters.text.punctuation_tokens`): punctuation is split off words, so
+    :func:`webmill.filters.words.punctuation_tokens`): punctuation is split off words, so
     ``"end."`` is the word ``"end"`` plus the token ``"."``. Words are the tokens holding a
     letter or digit; the word count, mean word length and ``#``/ellipsis ratios use them as
     datatrove does (the ``#``/ellipsis denominator is all tokens), and the alphabetic rule
@@ -221,7 +218,7 @@ class GopherQualityFilter(BaseFilter):
 
     Languages (``doc.metadata["language"]``):
         * word counts, symbol ratios, bullet/ellipsis lines, alphabetic ratio: all languages;
-          for Chinese/Japanese/Thai/... (:data:`webmill.filters.text.NO_SPACE_LANGUAGES`)
+          for Chinese/Japanese/Thai/... (:data:`webmill.filters.words.NO_SPACE_LANGUAGES`)
           each character counts as a word, so a Chinese document of 50+ characters passes
           the 50-word minimum.
         * mean word length: not for ``word_length_skip_languages`` (default: the no-space

@@ -63,15 +63,20 @@ class LanguageFilter(BaseFilter):
             and 13 of the 16 pages of the Common Crawl sample) and no page that the FineWeb
             chain keeps after extraction (``bench/language_precheck.py``).
 
-    Reasons: ``lang_not_kept`` (top language not in ``languages``), ``lang_low_score`` (top
-    language wanted but its probability < threshold); ``extract_skipped_language`` from
-    :meth:`prefilter_html` (counted in the extract stage: the page was never extracted).
+    Reasons (:attr:`REASONS`): ``lang_not_kept`` (top language not in ``languages``),
+    ``lang_low_score`` (top language wanted but its probability < threshold). Not in
+    :attr:`REASONS`: ``extract_skipped_language`` from :meth:`prefilter_html`, which belongs to the
+    extract stage (the page was never extracted, so the report counts it there).
 
     Raises:
         UserError: missing or invalid model file.
     """
 
     name = "language"
+    #: The drop reasons of :meth:`filter`. ``"extract_skipped_language"`` of
+    #: :meth:`prefilter_html` is not one of them: that page is dropped before extraction and
+    #: counted by the extract stage (:data:`webmill.curate.stages.DOCUMENT_STAGES`, ``extract``).
+    REASONS: tuple[str, ...] = ("lang_not_kept", "lang_low_score")
 
     def __init__(self, languages: list[str] | str = ("en",), threshold: float = 0.65,
                  model_path: str = "", max_chars: int = 0, prefilter_threshold: float = 0.9):
@@ -82,6 +87,7 @@ class LanguageFilter(BaseFilter):
         self.prefilter_threshold = float(prefilter_threshold)
         if not 0.0 <= self.prefilter_threshold <= 1.0:
             raise UserError(f"language.prefilter_threshold must be in [0, 1] (0 = off), got {prefilter_threshold!r}")
+        self.reasons = self.REASONS
 
     def predict(self, text: str) -> tuple[str, float]:
         """Top language code (str, e.g. ``"en"``) and its probability (float) for ``text``."""

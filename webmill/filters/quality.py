@@ -12,20 +12,26 @@ Before prediction the text is turned into one line the way DCLM's enricher does 
 (``baselines/mappers/enrichers/quality_prediction_enrichers_calc_fasttext.py``): strip, split into
 lines, join with one space. fastText itself refuses text containing ``\\n``.
 
-Nothing here imports Ray or reads anything except the model file the caller names.
+Nothing here imports Ray or reads anything except the model file the caller names (a local
+path, or an fsspec URL that is copied to a local temp file for fastText's loader). The whole-run
+keep rules (threshold, top fraction, token-weighted buckets) are in
+:mod:`webmill.curate.quality`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
+import shutil
 import struct
+import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from webmill.errors import UserError
-from webmill.filters.base import BaseFilter, Document, FilterResult
+from webmill.storage import Storage, is_url
 
 #: Label of the high-quality class in DCLM's public model and in models webmill trains.
 HQ_LABEL = "__label__hq"
@@ -57,7 +63,7 @@ def one_line(text: str) -> str:
     return " ".join(text.strip().splitlines())
 
 
-def check_fasttext_file(path: Path) -> None:
+def check_fasttext_file(path: Path, shown: str | None = None) -> None:
     """Check that ``path`` is a complete fastText model file (``.bin`` or quantized ``.ftz``).
 
     fastText's loader checks only the magic number and version; a truncated file (a copy cut
@@ -67,35 +73,37 @@ def check_fasttext_file(path: Path) -> None:
     product-quantized) and compares the size it implies with the file's size.
 
     Args:
-        path: the model file.
+        path: the model file (on local disk).
+        shown: the name used in error messages (default: ``path``), e.g. the URL it came from.
 
     Raises:
         UserError: the file is missing, empty, not a fastText model, or truncated/has trailing
             bytes; the message names the path and says what to do.
     """
+    label = shown or str(path)
     if not path.is_file():
-        raise UserError(f"quality model {path} does not exist: pass the path of a fastText model "
+        raise UserError(f"quality model {label} does not exist: pass the path of a fastText model "
                         f"(.bin or .ftz), e.g. the shipped {DEFAULT_MODEL_PATH}")
     size = path.stat().st_size
     hint = ("re-download or re-train it (webmill's: `curate train-quality`, DCLM's: "
             "fasttext_oh_eli5.bin from mlfoundations/fasttext-oh-eli5)")
     if size < 8:
-        raise UserError(f"quality model {path} is not a fastText model ({size} bytes); {hint}")
+        raise UserError(f"quality model {label} is not a fastText model ({size} bytes); {hint}")
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         magic, version = struct.unpack_from("<ii", buf, 0)
         if magic != _FASTTEXT_MAGIC or version > 12:
-            raise UserError(f"quality model {path} is not a fastText model file (bad magic number "
+            raise UserError(f"quality model {label} is not a fastText model file (bad magic number "
                             f"or version); {hint}")
         try:
             end = _fasttext_end_offset(buf)
         except struct.error:
-            raise UserError(f"quality model {path} is truncated: the file ends inside the model "
+            raise UserError(f"quality model {label} is truncated: the file ends inside the model "
                             f"data ({size} bytes); {hint}") from None
         except ValueError as e:
-            raise UserError(f"quality model {path} is truncated or corrupt ({e}); {hint}") from None
+            raise UserError(f"quality model {label} is truncated or corrupt ({e}); {hint}") from None
     if end != size:
         what = "truncated" if end > size else "followed by extra bytes"
-        raise UserError(f"quality model {path} is {what}: its header implies {end} bytes, the file "
+        raise UserError(f"quality model {label} is {what}: its header implies {end} bytes, the file "
                         f"has {size}; {hint}")
 
 
@@ -145,11 +153,33 @@ def _pq_end(buf, pos: int) -> int:
     return pos + 16 + 4 * pq_dim * _KSUB
 
 
+@contextlib.contextmanager
+def _local_model_file(model_path: str | Path) -> Iterator[Path]:
+    """``model_path`` as a local file for fastText's loader: itself when local, else a temp copy
+    (removed when the block ends). A missing remote file yields a path that does not exist, so
+    :func:`check_fasttext_file` reports it."""
+    if not is_url(model_path):
+        yield Path(model_path)
+        return
+    parent, _, name = str(model_path).rstrip("/").rpartition("/")
+    storage = Storage(parent)
+    local = storage.local_path(name)
+    if local is not None:  # file://
+        yield local
+        return
+    with tempfile.TemporaryDirectory(prefix="webmill-model-") as tmp:
+        dst = Path(tmp) / name
+        if storage.isfile(name):
+            with storage.open(name) as src, open(dst, "wb") as out:
+                shutil.copyfileobj(src, out, 8 * 2**20)
+        yield dst
+
+
 class QualityScorer:
     """A fastText quality classifier, loaded once; scores documents in batches.
 
     Args:
-        model_path: path of a fastText supervised model (``.bin`` or quantized ``.ftz``) whose
+        model_path: local path or fsspec URL (``s3://...``) of a fastText supervised model (``.bin`` or quantized ``.ftz``) whose
             labels include ``hq_label``, e.g. webmill's shipped :data:`DEFAULT_MODEL_PATH`, a
             model from :func:`webmill.curate.quality.train_quality_model`, or DCLM's
             ``fasttext_oh_eli5.bin`` (labels ``__label__hq`` / ``__label__cc``).
@@ -161,18 +191,19 @@ class QualityScorer:
 
     Attributes:
         labels: the model's labels (list of str).
-        path: the model path.
+        path: the model path (:class:`~pathlib.Path`; a ``str`` for a URL).
     """
 
     def __init__(self, model_path: str | Path, hq_label: str = HQ_LABEL):
         import fasttext  # fasttext-numpy2: predict works with NumPy 2 (shared/packages.md)
 
-        self.path = Path(model_path)
-        check_fasttext_file(self.path)
-        try:
-            self.model = fasttext.load_model(str(self.path))
-        except (ValueError, RuntimeError, MemoryError) as e:
-            raise UserError(f"quality model {self.path} could not be loaded by fastText: {e}") from None
+        self.path = str(model_path) if is_url(model_path) else Path(model_path)
+        with _local_model_file(model_path) as local:
+            check_fasttext_file(local, shown=str(self.path))
+            try:
+                self.model = fasttext.load_model(str(local))  # reads the whole file into memory
+            except (ValueError, RuntimeError, MemoryError) as e:
+                raise UserError(f"quality model {self.path} could not be loaded by fastText: {e}") from None
         self.labels = list(self.model.get_labels())
         if hq_label not in self.labels:
             raise UserError(f"quality model {self.path} has no label {hq_label!r} (its labels: "
@@ -210,31 +241,3 @@ class QualityScorer:
         return out
 
     __call__ = score
-
-
-class QualityFilter(BaseFilter):
-    """Keep a document when its quality score reaches a fixed threshold (DCLM's rule).
-
-    The score is stored in ``doc.metadata["quality_score"]`` (float). Reason when dropped:
-    ``"quality_below_threshold"``. Whole-run rules (top fraction, token-weighted buckets) need
-    all scores first and live in :mod:`webmill.curate.quality`.
-
-    Args:
-        scorer: a loaded :class:`QualityScorer`.
-        threshold: keep when ``score >= threshold`` (DCLM's ``quality_filter`` in
-            ``baselines/mappers/filters/metadata_filters.py``). DCLM keeps ``p(hq) >= 0.018112``
-            with ``fasttext_oh_eli5.bin`` (:data:`DCLM_THRESHOLD`); the value is specific to that
-            model, so choose another model's threshold from its score histogram.
-    """
-
-    name = "quality"
-
-    def __init__(self, scorer: QualityScorer, threshold: float = DCLM_THRESHOLD):
-        self.scorer = scorer
-        self.threshold = float(threshold)
-
-    def filter(self, doc: Document) -> FilterResult:
-        """Score ``doc``; return ``(True, None)`` if ``score >= threshold``, else a reason."""
-        s = float(self.scorer.score([doc.text])[0])
-        doc.metadata["quality_score"] = s
-        return (True, None) if s >= self.threshold else (False, "quality_below_threshold")

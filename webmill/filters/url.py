@@ -71,10 +71,10 @@ def hashed_list(list_path: Path) -> np.ndarray:
     with opener(list_path, "rt", encoding="utf-8", errors="replace") as f:
         keys = [_hash(_norm_entry(line)) for line in f if line.strip() and not line.startswith("#")]
     arr = np.unique(np.asarray(keys, dtype=np.uint64))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, cached)
+    from webmill.storage import Storage  # the one atomic-publish and temp-name scheme
+
+    with Storage(cached.parent).atomic_write(cached.name) as f:
+        np.save(f, arr)
     return arr
 
 
@@ -96,7 +96,10 @@ def _contains(arr: np.ndarray, key: int) -> bool:
 
 
 class URLFilter(BaseFilter):
-    """Drop documents whose URL is on a blocklist (reasons listed in the module docstring).
+    """Drop documents whose URL is on a blocklist.
+
+    Reasons (:attr:`REASONS`, explained in the module docstring): ``url_domain``,
+    ``url_subdomain``, ``url_exact``, ``url_hard_word``, ``url_soft_words``, ``url_subword``.
 
     Args:
         use_ut1: use the bundled UT1 adult domain and URL lists (default True).
@@ -114,6 +117,15 @@ class URLFilter(BaseFilter):
     """
 
     name = "url_filter"
+    #: The drop reasons of :meth:`check_url`, in the order they are checked (first hit wins).
+    REASONS: tuple[str, ...] = (
+        "url_domain",
+        "url_subdomain",
+        "url_exact",
+        "url_hard_word",
+        "url_soft_words",
+        "url_subword",
+    )
 
     def __init__(
         self,
@@ -147,6 +159,7 @@ class URLFilter(BaseFilter):
         self._subword_re = (re.compile("|".join(sorted(map(re.escape, subwords), key=len, reverse=True)))
                             if subwords else None)
         self.soft_word_threshold = soft_word_threshold
+        self.reasons = self.REASONS
 
     def _domain_blocked(self, host: str) -> bool:
         return host in self.extra_domains or _contains(self.domain_hashes, _hash(host))

@@ -15,24 +15,22 @@ Saved directory layout (loaded back by :func:`webmill.tokenize.encoding.get_enco
 from __future__ import annotations
 
 import hashlib
-import itertools
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import tiktoken
-import typer
 
 from webmill.errors import UserError
+from webmill.storage import Storage, as_storage, is_url
 from webmill.tokenize.encoding import (
     CONFIG_FILE,
     RANKS_FILE,
     TOKENIZER_FORMAT,
     _ranks_bytes,
-    get_encoding,
-    save_ranks,
 )
+from webmill.tokenize.paths import file_storage
 
 # GPT-4-style split pattern: contractions, letter runs, 1-3 digit groups, punctuation runs,
 # whitespace. It is nanochat's ``SPLIT_PATTERN`` (nanochat/tokenizer.py) with GPT-4's ``\p{N}{1,3}``
@@ -52,7 +50,7 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|bos|>", "<|im_start|>", "<|im_end|>", "<|i
 def train_tokenizer(
     texts: Iterable[str],
     vocab_size: int,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | Storage,
     *,
     name: str | None = None,
     pattern: str = GPT4_SPLIT_PATTERN,
@@ -67,8 +65,9 @@ def train_tokenizer(
             ``vocab_size - 256 - 5`` (nanochat convention). If the text is too small to learn
             that many merges, the vocabulary is smaller; ``tokenizer.json`` records the
             requested and the actual size.
-        out_dir: directory to create/overwrite ``tokenizer.tiktoken`` and ``tokenizer.json``
-            in (atomic writes; the config is written last).
+        out_dir: directory (local path, fsspec URL or :class:`Storage`) to create/overwrite
+            ``tokenizer.tiktoken`` and ``tokenizer.json`` in (atomic publish through the
+            storage layer; the config is written last).
         name: tokenizer name recorded in shards (default ``bpe-<vocab_size>``).
         pattern: split regex (default: GPT-4's), stored with the tokenizer.
 
@@ -109,9 +108,9 @@ def train_tokenizer(
     name = name or f"bpe-{vocab_size}"
     enc = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_ranks(ranks, out / RANKS_FILE)
+    out = as_storage(out_dir)
+    out.makedirs()
+    out.write_bytes(RANKS_FILE, _ranks_bytes(ranks))
     cfg = {
         "format": TOKENIZER_FORMAT,
         "version": 1,
@@ -125,14 +124,12 @@ def train_tokenizer(
         "train_documents": stats["documents"],
         "train_chars": stats["chars"],
     }
-    tmp = out / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / CONFIG_FILE)
+    out.write_text(CONFIG_FILE, json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
     return enc
 
 
 def iter_texts(
-    input_path: str | os.PathLike,
+    input_path: str | os.PathLike | Storage,
     *,
     text_column: str = "text",
     max_chars: int | None = None,
@@ -141,9 +138,11 @@ def iter_texts(
     """Yield documents from a file or a directory of ``*.parquet`` / ``*.txt`` / ``*.jsonl``.
 
     Args:
-        input_path: a directory (its matching files in sorted order, not recursive) or one file.
+        input_path: a directory (its matching files in sorted order, not recursive; hidden and
+            temp files left out) or one file; a local path, fsspec URL or :class:`Storage`.
             Parquet: column ``text_column``; ``.jsonl``: key ``text_column`` of each line;
-            ``.txt``: the whole file is one document.
+            ``.txt``: the whole file is one document (UTF-8, undecodable bytes replaced,
+            universal newlines).
         text_column: column/key holding the text.
         max_chars: stop after this many characters in total (None: no limit).
         doc_cap: truncate each document to this many characters (nanochat's ``doc_cap``;
@@ -155,40 +154,31 @@ def iter_texts(
     Raises:
         UserError: path missing, no matching files, missing text column, malformed JSON line.
     """
-    p = Path(input_path)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in (".parquet", ".txt", ".jsonl") and f.is_file())
-    elif p.is_file():
-        files = [p]
-    else:
-        raise UserError(f"{p}: not found; give a directory of .parquet/.txt/.jsonl files")
-    if not files:
-        raise UserError(f"{p}: holds no .parquet, .txt or .jsonl files")
+    st, files = _text_files(input_path)
     total = 0
 
     def gen() -> Iterator[str]:
         for f in files:
-            if f.suffix == ".parquet":
-                import pyarrow.parquet as pq
-
-                pf = pq.ParquetFile(f)
+            where = st.uri(f)
+            if f.endswith(".parquet"):
+                pf = st.parquet_file(f)
                 if text_column not in pf.schema_arrow.names:
-                    raise UserError(f"{f}: no column {text_column!r} (columns: {pf.schema_arrow.names}); pass --text-column")
+                    raise UserError(f"{where}: no column {text_column!r} (columns: {pf.schema_arrow.names}); pass --text-column")
                 for batch in pf.iter_batches(columns=[text_column], batch_size=1024):
                     yield from (t for t in batch.column(0).to_pylist() if t)
-            elif f.suffix == ".jsonl":
-                with open(f, encoding="utf-8") as fh:
+            elif f.endswith(".jsonl"):
+                with st.open(f, "r") as fh:
                     for i, line in enumerate(fh, 1):
                         if not line.strip():
                             continue
                         try:
                             t = json.loads(line).get(text_column)
                         except (json.JSONDecodeError, AttributeError) as e:
-                            raise UserError(f"{f}:{i}: not a JSON object line ({e})") from e
+                            raise UserError(f"{where}:{i}: not a JSON object line ({e})") from e
                         if t:
                             yield t
-            else:
-                yield f.read_text(encoding="utf-8", errors="replace")
+            else:  # as Path.read_text(errors="replace"): universal newlines
+                yield io.TextIOWrapper(io.BytesIO(st.read_bytes(f)), encoding="utf-8", errors="replace").read()
 
     for t in gen():
         if doc_cap:
@@ -201,40 +191,20 @@ def iter_texts(
         yield t
 
 
-def train_tokenizer_cmd(
-    input: Path = typer.Argument(..., help="Directory (or file) of .parquet files with a text column, or .txt/.jsonl files."),
-    vocab_size: int = typer.Option(32768, "--vocab-size", help="Total vocabulary size including the 5 special tokens (nanochat default 65,536; ≤ 65,536 keeps shards at uint16)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory for tokenizer.tiktoken + tokenizer.json; pass it to `curate tokenize --tokenizer`."),
-    max_chars: int = typer.Option(2_000_000_000, "--max-chars", help="Train on at most this many characters (nanochat trains on 2B)."),
-    doc_cap: int = typer.Option(10_000, "--doc-cap", help="Truncate each document to this many characters before counting (0: no cap)."),
-    text_column: str = typer.Option("text", "--text-column", help="Parquet column / JSONL key holding the text."),
-    name: str = typer.Option("", "--name", help="Tokenizer name recorded in shards (default bpe-<vocab-size>)."),
-) -> None:
-    """Train a byte-level BPE tokenizer (rustbpe, GPT-4 split pattern) on documents and save it.
+_TEXT_SUFFIXES = (".parquet", ".txt", ".jsonl")
 
-    Special tokens: <|endoftext|> (document boundary), <|bos|>, and reserved <|im_start|>,
-    <|im_end|>, <|im_sep|>. Prints the vocabulary size, ranks hash and the compression
-    (bytes per token) on the first documents.
-    """
-    import time
 
-    t0 = time.perf_counter()
-    texts = iter_texts(input, text_column=text_column, max_chars=max_chars, doc_cap=doc_cap or None)
-    train_tokenizer(texts, vocab_size, out, name=name or None)
-    dt = time.perf_counter() - t0
-    enc = get_encoding(out)  # measure what later steps will load
-    sample = list(itertools.islice(iter_texts(input, text_column=text_column, doc_cap=doc_cap or None), 200))
-    nbytes = sum(len(t.encode("utf-8")) for t in sample)
-    ntok = sum(len(x) for x in enc.encode_ordinary_batch(sample))
-    cfg = json.loads((Path(out) / CONFIG_FILE).read_text(encoding="utf-8"))
-    typer.echo(
-        f"trained {enc.name}: vocab_size={enc.n_vocab} on {cfg['train_documents']:,} documents / "
-        f"{cfg['train_chars']:,} chars in {dt:.1f} s; ranks_sha256={cfg['ranks_sha256'][:16]}…; "
-        f"{nbytes / max(ntok, 1):.2f} bytes/token on {len(sample)} documents; saved to {out}"
-    )
-    if enc.n_vocab < vocab_size:
-        typer.echo(
-            f"warning: only {enc.n_vocab} of the requested {vocab_size} tokens were learned; the "
-            "text is too small for more merges — give more text or a smaller --vocab-size",
-            err=True,
-        )
+def _text_files(input_path: str | os.PathLike | Storage) -> tuple[Storage, list[str]]:
+    """(storage, sorted file names) of the text files :func:`iter_texts` reads."""
+    if isinstance(input_path, Storage) or is_url(input_path) or os.path.isdir(input_path):
+        st = as_storage(input_path)
+        if st.isdir():
+            files = [n for n in st.list() if n.endswith(_TEXT_SUFFIXES)]
+            if not files:
+                raise UserError(f"{st.uri()}: holds no .parquet, .txt or .jsonl files")
+            return st, files
+    st, name = file_storage(input_path) if not isinstance(input_path, Storage) else (input_path, "")
+    if name and st.isfile(name):
+        return st, [name]
+    where = input_path.uri() if isinstance(input_path, Storage) else os.fspath(input_path)
+    raise UserError(f"{where}: not found; give a directory of .parquet/.txt/.jsonl files")

@@ -22,6 +22,8 @@ from pathlib import Path
 import tiktoken
 
 from webmill.errors import UserError
+from webmill.storage import Storage, is_url
+from webmill.tokenize.paths import file_storage
 
 EOT_TOKEN = "<|endoftext|>"
 BOS_TOKEN = "<|bos|>"
@@ -40,7 +42,9 @@ def get_encoding(name_or_dir: str | os.PathLike) -> tiktoken.Encoding:
         name_or_dir: a tiktoken name (``gpt2``, ``r50k_base``, ``p50k_base``, ``cl100k_base``,
             ``o200k_base``, ...) or a directory holding ``tokenizer.tiktoken`` +
             ``tokenizer.json`` (written by :func:`webmill.tokenize.bpe.train_tokenizer`). A
-            value containing a path separator, or naming an existing directory, is a directory.
+            value containing a path separator, or naming an existing directory, is a directory;
+            an fsspec URL (``s3://bucket/tok``, ``memory://tok``) is a directory read through
+            :class:`~webmill.storage.Storage`.
 
     Returns:
         A :class:`tiktoken.Encoding`. ``cl100k_base`` is loaded offline from the bundled
@@ -53,10 +57,29 @@ def get_encoding(name_or_dir: str | os.PathLike) -> tiktoken.Encoding:
     s = os.fspath(name_or_dir)
     if not s:
         raise UserError("tokenizer name is empty; give a tiktoken name such as cl100k_base or a tokenizer directory")
+    if is_url(s):
+        return _load_storage(Storage(s))
     p = Path(s).expanduser()
     if p.is_dir() or s.startswith("~") or os.sep in s or (os.altsep and os.altsep in s) or s.startswith("."):
         return _load_dir(str(p.resolve()))
     return _load_name(s)
+
+
+def tokenizer_dir(name_or_dir: str | os.PathLike) -> Storage | None:
+    """The trained-tokenizer directory ``name_or_dir`` names, or ``None`` for a tiktoken name.
+
+    Args:
+        name_or_dir: as in :func:`get_encoding`; an fsspec URL always names a directory.
+
+    Returns:
+        A :class:`~webmill.storage.Storage` of the directory (local paths resolved), or ``None``
+        when ``name_or_dir`` is not an existing local directory nor a URL.
+    """
+    s = os.fspath(name_or_dir)
+    if is_url(s):
+        return Storage(s)
+    p = Path(s).expanduser()
+    return Storage(str(p.resolve())) if s and p.is_dir() else None
 
 
 @functools.lru_cache(maxsize=16)
@@ -91,7 +114,7 @@ def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
     """Read a tiktoken ranks file (one ``base64(token) rank`` per line).
 
     Args:
-        path: a ``.tiktoken`` file.
+        path: a ``.tiktoken`` file (local path or fsspec URL).
 
     Returns:
         ``{token_bytes: rank}``.
@@ -99,11 +122,16 @@ def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
     Raises:
         UserError: the file is missing or a line is malformed (names file and line).
     """
-    p = Path(path)
+    st, name = file_storage(path)
+    return _read_ranks(st, name)
+
+
+def _read_ranks(st: Storage, name: str) -> dict[bytes, int]:
+    where = st.uri(name)
     try:
-        data = p.read_bytes()
+        data = st.read_bytes(name)
     except OSError as e:
-        raise UserError(f"{p}: cannot read tokenizer ranks ({e}); re-run `curate train-tokenizer`") from e
+        raise UserError(f"{where}: cannot read tokenizer ranks ({e}); re-run `curate train-tokenizer`") from e
     ranks: dict[bytes, int] = {}
     for i, line in enumerate(data.splitlines(), 1):
         if not line:
@@ -112,16 +140,15 @@ def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
             tok, rank = line.split()
             ranks[base64.b64decode(tok, validate=True)] = int(rank)
         except ValueError as e:
-            raise UserError(f"{p}:{i}: malformed ranks line {line[:60]!r}; expected 'base64 rank'") from e
+            raise UserError(f"{where}:{i}: malformed ranks line {line[:60]!r}; expected 'base64 rank'") from e
     return ranks
 
 
 def save_ranks(ranks: dict[bytes, int], path: str | os.PathLike) -> None:
-    """Write ``ranks`` as a tiktoken ranks file sorted by rank (atomic: temp + os.replace)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(_ranks_bytes(ranks))
-    os.replace(tmp, p)
+    """Write ``ranks`` as a tiktoken ranks file sorted by rank (atomic publish through
+    :class:`~webmill.storage.Storage`; ``path`` is a local path or fsspec URL)."""
+    st, name = file_storage(path)
+    st.write_bytes(name, _ranks_bytes(ranks))
 
 
 def _ranks_bytes(ranks: dict[bytes, int]) -> bytes:
@@ -129,6 +156,7 @@ def _ranks_bytes(ranks: dict[bytes, int]) -> bytes:
 
 
 def _load_dir(d: str) -> tiktoken.Encoding:
+    # local directories are cached until one of the two files changes
     key = (d,) + tuple(_mtime(Path(d) / f) for f in (RANKS_FILE, CONFIG_FILE))
     return _load_dir_cached(key)
 
@@ -142,22 +170,27 @@ def _mtime(p: Path) -> float:
 
 @functools.lru_cache(maxsize=8)
 def _load_dir_cached(key: tuple) -> tiktoken.Encoding:
-    d = Path(key[0])
-    if not d.is_dir():
+    return _load_storage(Storage(key[0]))
+
+
+def _load_storage(st: Storage) -> tiktoken.Encoding:
+    """Build the Encoding of a trained-tokenizer directory (local or any fsspec filesystem)."""
+    d = st.uri()
+    if not st.isdir():
         raise UserError(
             f"tokenizer directory {d} not found; pass a tiktoken name (e.g. cl100k_base) or run "
             "`curate train-tokenizer` to create it"
         )
-    cfg_path, ranks_path = d / CONFIG_FILE, d / RANKS_FILE
-    for f in (cfg_path, ranks_path):
-        if not f.is_file():
-            raise UserError(f"{f}: missing; {d} is not a complete tokenizer directory — re-run `curate train-tokenizer`")
+    for f in (CONFIG_FILE, RANKS_FILE):
+        if not st.isfile(f):
+            raise UserError(f"{st.uri(f)}: missing; {d} is not a complete tokenizer directory — re-run `curate train-tokenizer`")
+    cfg_path, ranks_path = st.uri(CONFIG_FILE), st.uri(RANKS_FILE)
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg = json.loads(st.read_bytes(CONFIG_FILE).decode("utf-8"))
         name, pattern, specials = cfg["name"], cfg["pattern"], cfg["special_tokens"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{cfg_path}: not a valid tokenizer config ({e}); re-run `curate train-tokenizer`") from e
-    ranks = load_ranks(ranks_path)
+    ranks = _read_ranks(st, RANKS_FILE)
     want = cfg.get("ranks_sha256")
     if want and hashlib.sha256(_ranks_bytes(ranks)).hexdigest() != want:
         raise UserError(f"{ranks_path}: ranks do not match ranks_sha256 in {cfg_path}; the directory is corrupt")

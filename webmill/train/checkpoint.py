@@ -9,99 +9,112 @@ A checkpoint ``RUN/checkpoints/step-00001000.pt`` is one ``torch.save`` dict:
   states (Python ``random``, NumPy legacy global, torch CPU, every CUDA device);
 * ``train_config``, ``tokenizer`` (the shard manifest's), ``world_size``.
 
-Writes are atomic (temp file in the same directory, then :func:`os.replace`), so a crash never
-leaves a truncated ``step-*.pt``; only the newest ``keep`` checkpoints are kept. Loading uses
-``torch.load(weights_only=True)``: only tensors and plain containers are stored.
+Writes go through :class:`webmill.storage.Storage` (atomic publish: local temp file + fsync +
+rename, or one whole-object write on other filesystems), so a crash never leaves a truncated
+``step-*.pt``; temp files a killed writer left are swept after each save (and by the trainer at
+start); only the newest ``keep`` checkpoints are kept. Run directories and checkpoint files may
+be local paths or fsspec URLs. Loading uses ``torch.load(weights_only=True)``: only tensors and
+plain containers are stored.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from webmill.errors import UserError
+from webmill.storage import Storage, as_storage, is_url
 
+CHECKPOINTS = "checkpoints"  # RUN/checkpoints/
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
 
-def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
-    """``RUN/checkpoints``."""
-    return Path(run_dir) / "checkpoints"
+def checkpoint_name(step: int) -> str:
+    """``checkpoints/step-{step:08d}.pt``, relative to the run directory."""
+    return f"{CHECKPOINTS}/step-{step:08d}.pt"
 
 
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Checkpoint files of a run, oldest step first (ignores temp files)."""
-    d = checkpoint_dir(run_dir)
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
+def list_checkpoints(run_dir: str | os.PathLike | Storage) -> list[str]:
+    """Checkpoint files of a run (local paths or URLs), oldest step first (temp files ignored)."""
+    st = as_storage(run_dir)
+    found = sorted((int(m.group(1)), n) for n in st.list(CHECKPOINTS) if (m := _NAME.match(n)))
+    return [st.uri(f"{CHECKPOINTS}/{n}") for _, n in found]
 
 
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """Path of the newest checkpoint of a run, or None."""
+def latest_checkpoint(run_dir: str | os.PathLike | Storage) -> str | None:
+    """Path (or URL) of the newest checkpoint of a run, or None."""
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict, keep: int = 3) -> Path:
+def save_checkpoint(run_dir: str | os.PathLike | Storage, step: int, state: dict, keep: int = 3) -> str:
     """Write ``state`` to ``RUN/checkpoints/step-{step:08d}.pt`` atomically; keep the newest ``keep``.
 
     Args:
-        run_dir: run directory (created if missing).
+        run_dir: run directory (created if missing), a path, URL or :class:`Storage`.
         step: optimizer steps done (int ≥ 0), used in the file name.
         state: dict of tensors / plain Python containers.
-        keep: number of checkpoints to keep (int ≥ 1); older ones are deleted after the write.
+        keep: number of checkpoints to keep (int ≥ 1); older ones are deleted after the write,
+            then temp files left by a killed writer are swept.
 
     Returns:
-        The written path.
+        The written checkpoint's path (a URL on non-local storage).
     """
-    d = checkpoint_dir(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"step-{step:08d}.pt"
-    tmp = d / f".{path.name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    st = as_storage(run_dir)
+    rel = checkpoint_name(step)
+    with st.atomic_write(rel) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    for old in list_checkpoints(run_dir)[: -max(keep, 1)]:
-        old.unlink(missing_ok=True)
-    for partial in d.glob(".step-*.pt.tmp-*"):  # left by a process killed mid-write
-        if partial != tmp:
-            partial.unlink(missing_ok=True)
-    return path
+    for old in list_checkpoints(st)[: -max(keep, 1)]:
+        st.remove(f"{CHECKPOINTS}/{old.rsplit('/', 1)[-1]}")
+    st.sweep_temps(CHECKPOINTS)
+    return st.uri(rel)
+
+
+def _locate(path: str | os.PathLike) -> tuple[Storage, str]:
+    """``(storage, relative name)`` of a checkpoint file, or of a run directory's newest one."""
+    st = as_storage(path)
+    if st.isdir():
+        latest = latest_checkpoint(st)
+        if latest is None:
+            raise UserError(f"{st.uri()}: no checkpoints (expected {st.uri(CHECKPOINTS)}/step-*.pt); train first "
+                            "or pass a file")
+        return st, f"{CHECKPOINTS}/{latest.rsplit('/', 1)[-1]}"
+    s = str(path).rstrip("/")
+    parent, name = s.rsplit("/", 1) if is_url(s) else os.path.split(s)
+    return as_storage(parent or "."), name
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Args:
-        path: a ``step-*.pt`` file, or a run directory (its newest checkpoint is used).
+        path: a ``step-*.pt`` file, or a run directory (its newest checkpoint is used); a local
+            path or an fsspec URL.
+
+    Returns:
+        The saved dict, plus ``"path"``: the file read (str).
 
     Raises:
         UserError: no checkpoint there, or the file is not a readable webmill checkpoint.
     """
-    p = Path(path)
-    if p.is_dir():
-        latest = latest_checkpoint(p)
-        if latest is None:
-            raise UserError(f"{p}: no checkpoints (expected {checkpoint_dir(p)}/step-*.pt); train first or pass a file")
-        p = latest
-    if not p.is_file():
-        raise UserError(f"{p}: checkpoint not found; pass a RUN/checkpoints/step-*.pt file or a run directory")
+    st, rel = _locate(path)
+    where = st.uri(rel)
+    if not st.isfile(rel):
+        raise UserError(f"{where}: checkpoint not found; pass a RUN/checkpoints/step-*.pt file or a run directory")
     try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
+        local = st.local_path(rel)
+        src = local if local is not None else io.BytesIO(st.read_bytes(rel))
+        state = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for corrupt/foreign files
-        raise UserError(f"{p}: not a readable webmill checkpoint ({type(e).__name__}: {e})") from e
+        raise UserError(f"{where}: not a readable webmill checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
-        raise UserError(f"{p}: not a webmill training checkpoint (no 'model'/'model_config')")
-    state["path"] = str(p)
+        raise UserError(f"{where}: not a webmill training checkpoint (no 'model'/'model_config')")
+    state["path"] = where
     return state
 
 

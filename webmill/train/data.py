@@ -17,31 +17,40 @@ row groups, their union is the whole split, and a run with ``world_size × accum
 sees the same data whether it runs as 1 process or N (the trainer's DDP test relies on it).
 Each stream walks through its own epochs independently; its cursor is ``(epoch, position)``,
 position being the token offset in that epoch's concatenation, and is saved in checkpoints.
+
+Shards are read through :class:`webmill.storage.Storage`, so ``shard_dir`` may be a local path
+or an fsspec URL.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from webmill.errors import UserError
+from webmill.storage import Storage, as_storage, is_url
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One Parquet row group of one shard file: ``path``, ``row_group`` index, ``num_tokens``."""
+    """One Parquet row group of one shard file: ``path`` (local path or URL), ``row_group``
+    index, ``num_tokens``."""
 
     path: str
     row_group: int
     num_tokens: int
 
 
-def list_units(shard_dir: str | os.PathLike, manifest: dict, split: str) -> list[Unit]:
+def _parquet_file(path: str):
+    """A ``pyarrow.parquet.ParquetFile`` over a shard file given as a local path or a URL."""
+    parent, name = path.rsplit("/", 1) if is_url(path) else os.path.split(path)
+    return as_storage(parent or ".").parquet_file(name)
+
+
+def list_units(shard_dir: str | os.PathLike | Storage, manifest: dict, split: str) -> list[Unit]:
     """All row groups of ``split`` in manifest order (files sorted by name, row groups in order).
 
     Reads only the ``num_tokens`` column of each file. Returns a list of :class:`Unit`.
@@ -49,13 +58,14 @@ def list_units(shard_dir: str | os.PathLike, manifest: dict, split: str) -> list
     Raises:
         UserError: a file cannot be read (names it).
     """
+    st = as_storage(shard_dir)
     units = []
     for entry in manifest["files"]:
         if entry["split"] != split:
             continue
-        path = str(Path(shard_dir) / entry["path"])
+        path = st.uri(entry["path"])
         try:
-            pf = pq.ParquetFile(path)
+            pf = st.parquet_file(entry["path"])
             for i in range(pf.num_row_groups):
                 n = pf.read_row_group(i, columns=["num_tokens"]).column("num_tokens").to_numpy()
                 units.append(Unit(path, i, int(n.sum(dtype=np.int64))))
@@ -66,7 +76,7 @@ def list_units(shard_dir: str | os.PathLike, manifest: dict, split: str) -> list
 
 def read_unit_tokens(unit: Unit) -> np.ndarray:
     """Flat token ids of one row group (its documents concatenated), 1-D uint16/uint32 array."""
-    col = pq.ParquetFile(unit.path).read_row_group(unit.row_group, columns=["tokens"]).column("tokens")
+    col = _parquet_file(unit.path).read_row_group(unit.row_group, columns=["tokens"]).column("tokens")
     col = col.combine_chunks()
     offs = col.offsets.to_numpy()
     return col.values.to_numpy()[offs[0] : offs[-1]]
@@ -147,7 +157,7 @@ class ShardLoader:
 
     def __init__(
         self,
-        shard_dir: str | os.PathLike,
+        shard_dir: str | os.PathLike | Storage,
         manifest: dict,
         batch_size: int,
         block_size: int,
@@ -162,13 +172,14 @@ class ShardLoader:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
         self.B, self.T, self.seed = batch_size, block_size, seed
         self.rank, self.world_size, self.streams_per_rank = rank, world_size, streams_per_rank
+        where = as_storage(shard_dir).uri()
         self.units = list_units(shard_dir, manifest, split)
         S = world_size * streams_per_rank
         if not self.units:
-            raise UserError(f"{shard_dir}: the manifest lists no {split!r} documents; tokenize a {split} split")
+            raise UserError(f"{where}: the manifest lists no {split!r} documents; tokenize a {split} split")
         if len(self.units) < S:
             raise UserError(
-                f"{shard_dir}: split {split!r} has {len(self.units)} Parquet row groups but this run reads "
+                f"{where}: split {split!r} has {len(self.units)} Parquet row groups but this run reads "
                 f"{S} streams (processes {world_size} × accumulation steps {streams_per_rank}); each needs "
                 "at least one — re-tokenize with smaller row groups, or raise --micro-batch to lower the "
                 "accumulation steps"
@@ -215,7 +226,7 @@ class ShardLoader:
 
 
 def load_val_batches(
-    shard_dir: str | os.PathLike,
+    shard_dir: str | os.PathLike | Storage,
     manifest: dict,
     batch_size: int,
     block_size: int,

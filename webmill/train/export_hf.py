@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from webmill.errors import UserError
+from webmill.storage import as_storage
 from webmill.train.checkpoint import load_checkpoint
 from webmill.train.model import GPT, GPTConfig
 from webmill.train.sample import tokenizer_source
@@ -80,7 +81,7 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
 
     Args:
         checkpoint: a ``step-*.pt`` file or a run directory (newest checkpoint).
-        out_dir: output directory (created).
+        out_dir: output directory (created; local, since transformers writes it).
         tokenizer: tokenizer name/dir to convert with ``transformers``' tiktoken converter;
             default: the one recorded in the checkpoint.
 
@@ -88,7 +89,8 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
         ``{"out_dir", "params", "tokenizer" (bool: tokenizer files written), "note"}``.
 
     Raises:
-        UserError: unreadable checkpoint, non-GPT-2 architecture, transformers not installed.
+        UserError: unreadable checkpoint, non-GPT-2 architecture, transformers not installed,
+            ``out_dir`` not local.
     """
     try:
         from transformers import GPT2LMHeadModel
@@ -105,7 +107,9 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokeniz
     missing = [k for k in missing if not k.endswith(".attn.bias") and not k.endswith(".attn.masked_bias")]
     if missing or unexpected:
         raise RuntimeError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-    out = Path(out_dir)
+    out = as_storage(out_dir).local_path()
+    if out is None:  # transformers' save_pretrained writes to a local directory
+        raise UserError(f"--out {out_dir}: export-hf writes a local directory; export locally, then copy it")
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(out)
     wrote_tok, note = _export_tokenizer(tokenizer or tokenizer_source(tok), tok, out)

@@ -15,14 +15,14 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from webmill.errors import UserError
+from webmill.storage import Storage, as_storage
 from webmill.train.checkpoint import (
     get_rng_state,
     latest_checkpoint,
@@ -30,89 +30,18 @@ from webmill.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from webmill.train.config import TrainConfig, peak_flops_for_name
 from webmill.train.data import ShardLoader, load_val_batches
 from webmill.train.model import GPT, GPTConfig, make_config
 from webmill.train.sample import generate, load_tokenizer, tokenizer_source
 
-DEFAULT_PROMPTS = ["Hello, I'm a language model,", "The most important thing about the web is"]
 
-# Dense bf16 tensor-core peak FLOP/s per device from vendor datasheets (no sparsity), matched
-# by substring of torch.cuda.get_device_name(); first match wins, so specific names come first.
-PEAK_FLOPS_BF16 = [
-    ("H200", 989e12),  # NVIDIA H200 datasheet (SXM), same compute as H100 SXM
-    ("H100 PCIe", 756e12),  # NVIDIA H100 datasheet, PCIe
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),  # NVIDIA H100 datasheet, SXM
-    ("GH200", 989e12),
-    ("B200", 2250e12),  # NVIDIA DGX B200 datasheet (dense = half the sparse figure)
-    ("A100", 312e12),  # NVIDIA A100 datasheet
-    ("A800", 312e12),
-    ("L40S", 362e12),
-    ("L4", 121e12),
-    ("A10G", 70e12),
-    ("A10", 125e12),
-    ("RTX 4090", 165e12),  # fp32 accumulate
-    ("RTX 3090", 71e12),
-    ("V100", 125e12),  # fp16 (V100 has no bf16)
-    ("T4", 65e12),  # fp16
-]
-
-
-def peak_flops(device: torch.device) -> float:
-    """Peak bf16 FLOP/s of one device from :data:`PEAK_FLOPS_BF16`; 0.0 on CPU or unknown GPUs."""
+def peak_flops(device: torch.device) -> float | None:
+    """Peak dense bf16 FLOP/s of one device (:data:`~webmill.train.config.PEAK_FLOPS_BF16`);
+    ``None`` on CPU and on GPUs missing from the table (no MFU is reported then)."""
     if device.type != "cuda":
-        return 0.0
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS_BF16 if k in name), 0.0)
-
-
-@dataclass
-class TrainConfig:
-    """All settings of a run; the ``train pretrain`` flags map 1:1 to these fields."""
-
-    shards: str
-    out: str
-    preset: str = "tiny"
-    n_layer: int | None = None
-    n_head: int | None = None
-    n_embd: int | None = None
-    block_size: int | None = None
-    mlp: str | None = None
-    vocab_size: int | None = None
-    dropout: float = 0.0
-    micro_batch: int = 8
-    batch_tokens: int | None = None
-    max_steps: int = 200
-    stop_at: int | None = None
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 20
-    schedule: str = "cosine"
-    decay_frac: float = 0.2
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    device: str = "auto"
-    dtype: str = "auto"
-    compile: bool = False
-    seed: int = 1337
-    eval_every: int = 50
-    val_tokens: int = 32768
-    sample_every: int = 20
-    sample_tokens: int = 32
-    sample_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
-    sample_temperature: float = 1.0
-    sample_top_k: int | None = 50
-    tokenizer: str | None = None
-    ckpt_every: int = 100
-    keep_checkpoints: int = 3
-    resume: bool = False
-    verify_tokens: bool = True
-    tensorboard: bool = True
-    peak_flops: float | None = None
-    quiet: bool = False
+        return None
+    return peak_flops_for_name(torch.cuda.get_device_name(device))
 
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int,
@@ -198,33 +127,36 @@ def setup_distributed(device_flag: str) -> tuple[Dist, torch.device]:
 
 
 class MetricsLogger:
-    """Appends one JSON object per event to ``RUN/metrics.jsonl``; mirrors scalars to TensorBoard."""
+    """Appends one JSON object per event to ``RUN/metrics.jsonl``; mirrors scalars to TensorBoard.
 
-    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool, resume_step: int | None = None):
-        """Open ``RUN/metrics.jsonl``: truncated for a new run; on resume from step k, records
-        after k (written by the interrupted process after its last checkpoint) are dropped."""
+    ``metrics.jsonl`` is a log, flushed line by line (``tail -f`` works), so it is the one file
+    of a run that is appended to rather than published whole; it needs a local directory.
+    """
+
+    def __init__(self, run: Storage, tensorboard: bool, enabled: bool, resume_step: int | None = None):
+        """Open ``RUN/metrics.jsonl``: emptied for a new run; on resume from step k, records
+        after k (written by the interrupted process after its last checkpoint) are dropped (the
+        kept records are rewritten atomically, then appended to)."""
         self.enabled = enabled
         self.tb = None
         if not enabled:
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / "metrics.jsonl"
         kept = []
-        if resume_step is not None and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+        if resume_step is not None and run.isfile("metrics.jsonl"):
+            for line in run.read_text("metrics.jsonl").splitlines():
                 try:
                     r = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a crash
                 if r.get("step", 0) < resume_step or (r.get("type") == "train" and r.get("step") == resume_step):
                     kept.append(line + "\n")
-        self.f = open(path, "w", encoding="utf-8")
-        self.f.writelines(kept)
+        run.write_text("metrics.jsonl", "".join(kept))
+        self.f = open(run.local_path("metrics.jsonl"), "a", encoding="utf-8")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+                self.tb = SummaryWriter(str(run.local_path("tensorboard")))
             except ImportError:
                 self.tb = None
 
@@ -258,15 +190,15 @@ def _check_shards(cfg: TrainConfig, d: Dist) -> dict:
     return check_shards(cfg.shards, verify_tokens=cfg.verify_tokens and d.master)
 
 
-def _resolve_resume(cfg: TrainConfig, run: Path) -> dict | None:
+def _resolve_resume(cfg: TrainConfig, run: Storage) -> dict | None:
     latest = latest_checkpoint(run)
     if cfg.resume:
         if latest is None:
-            raise UserError(f"--resume: {run} has no checkpoints/step-*.pt; drop --resume to start a new run")
+            raise UserError(f"--resume: {run.uri()} has no checkpoints/step-*.pt; drop --resume to start a new run")
         return load_checkpoint(latest)
     if latest is not None:
-        raise UserError(f"{run} already holds checkpoints ({latest.name}); pass --resume to continue "
-                        "that run, or choose another --out")
+        raise UserError(f"{run.uri()} already holds checkpoints ({latest.rsplit('/', 1)[-1]}); pass --resume to "
+                        "continue that run, or choose another --out")
     return None
 
 
@@ -305,20 +237,27 @@ def train(cfg: TrainConfig) -> dict:
         torch.set_flush_denormal(True)  # denormals slow CPU training ~2x (packages.md)
     if cfg.dtype not in ("auto", "fp32", "bf16"):
         raise UserError(f"--dtype must be auto, fp32 or bf16, got {cfg.dtype!r}")
+    if cfg.schedule not in ("cosine", "wsd", "constant"):
+        raise UserError(f"--schedule must be cosine, wsd or constant, got {cfg.schedule!r}")
     use_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda")
     if use_bf16:
         def autocast():
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     else:
         autocast = contextlib.nullcontext
-    run = Path(cfg.out)
+    run = as_storage(cfg.out)
+    if not run.is_local:
+        raise UserError(f"--out {cfg.out}: training needs a local or mounted directory (metrics.jsonl is "
+                        "appended every step, TensorBoard writes files); use a local path and copy the run after")
     say = print if (d.master and not cfg.quiet) else (lambda *a, **k: None)
 
     manifest = _check_shards(cfg, d)
     tok = dict(manifest["tokenizer"])
     if tok.get("path"):  # a trained tokenizer shipped with the shards: keep its absolute path
-        p = Path(cfg.shards) / tok["path"]
-        tok["path"] = str(p.resolve()) if p.is_dir() else None
+        p = as_storage(cfg.shards).local_path(tok["path"])
+        tok["path"] = str(p.resolve()) if p is not None and p.is_dir() else None
+    if d.master:
+        run.sweep_temps("checkpoints")  # left by a process killed mid-write
     ckpt = _resolve_resume(cfg, run)
 
     # ---- model ---------------------------------------------------------------------------
@@ -386,19 +325,22 @@ def train(cfg: TrainConfig) -> dict:
         say(f"note: {warn}")
     flops_per_token = raw_model.estimate_flops_per_token(T)
     peak = cfg.peak_flops if cfg.peak_flops is not None else peak_flops(device)
+    if peak is not None and peak < 0:
+        raise UserError(f"--peak-flops must be ≥ 0 (FLOP/s of one device, e.g. 989e12; 0: no MFU), got {peak}")
+    peak = peak or None  # 0: MFU not reported
     logger = MetricsLogger(run, cfg.tensorboard, d.master, resume_step=start if ckpt is not None else None)
     say(f"model {raw_model.num_params() / 1e6:.2f}M params ({mcfg.n_layer}L {mcfg.n_head}H {mcfg.n_embd}C, "
         f"T={T}, vocab {mcfg.vocab_size}) | {batch_tokens:,} tokens/step = {B}×{T}×{d.world_size} procs×"
         f"{accum} accum | {device} {'bf16' if use_bf16 else 'fp32'} | train "
-        f"{manifest['splits']['train']['num_tokens']:,} tokens, val batches {len(val_batches)}")
+        f"{manifest['splits']['train']['num_tokens']:,} tokens, val batches {len(val_batches)}"
+        + (f" | MFU against {peak / 1e12:,.0f} TFLOP/s per device" if peak else ""))
     if cfg.eval_every > 0 and not val_batches:
         say(f"note: no val loss: the shards have no val split or fewer than --val-tokens ≥ {B * T} val tokens")
     if d.master:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": mcfg.to_dict(),
-                                                     "accum": accum, "batch_tokens": batch_tokens}, indent=2))
+        run.write_text("config.json", json.dumps({"train": asdict(cfg), "model": mcfg.to_dict(),
+                                                  "accum": accum, "batch_tokens": batch_tokens}, indent=2))
 
-    def save(step: int) -> Path | None:
+    def save(step: int) -> str | None:
         loader_states, rng_states = [loader.state_dict()], [get_rng_state()]
         if d.enabled:
             gathered = [None] * d.world_size
@@ -471,10 +413,11 @@ def train(cfg: TrainConfig) -> dict:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         tok_s = batch_tokens / dt
-        mfu = flops_per_token * tok_s / (peak * d.world_size) if peak else 0.0
+        # model FLOP/s utilisation, only where one device's peak is known (None: not reported)
+        mfu = flops_per_token * tok_s / (peak * d.world_size) if peak else None
         last_train = train_loss
         say(f"step {step + 1:5d}/{cfg.max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | gnorm {grad_norm:.3f} | "
-            f"{dt * 1000:.0f} ms | {tok_s:,.0f} tok/s | MFU {100 * mfu:.1f}%")
+            f"{dt * 1000:.0f} ms | {tok_s:,.0f} tok/s" + (f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""))
         logger.log({"type": "train", "step": step + 1, "loss": train_loss, "lr": lr, "grad_norm": grad_norm,
                     "ms": dt * 1000, "tokens_per_s": tok_s, "mfu": mfu, "tokens": (step + 1) * batch_tokens})
         if not math.isfinite(train_loss):

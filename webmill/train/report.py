@@ -12,18 +12,16 @@ A resumed run appends to the same file; for a step logged twice the last record 
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import typer
 
 from webmill.errors import UserError
+from webmill.htmlreport import esc, img, page, png_bytes
+from webmill.storage import Storage
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, list[dict]]:
@@ -143,12 +141,13 @@ def _plot(name: str, metrics: dict) -> bytes | None:
         ax.set_title(title)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
-from webmill.curate.report import IMAGES_CHECK_SCRIPT as _SCRIPT  # noqa: E402  (same page check)
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:900px;margin:24px auto;padding:0 16px;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}"
+        "th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
+        "img{max-width:100%;display:block;margin:10px 0}")
 
 
 def _fmt(v: Any) -> str:
@@ -158,7 +157,7 @@ def _fmt(v: Any) -> str:
         return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
     if isinstance(v, int):
         return f"{v:,}"
-    return html.escape(str(v))
+    return esc(v)
 
 
 def write_train_report(run_dir: str | os.PathLike) -> Path:
@@ -168,7 +167,7 @@ def write_train_report(run_dir: str | os.PathLike) -> Path:
         run_dir: the ``--out`` directory of ``train pretrain`` (holds ``metrics.jsonl``).
 
     Returns:
-        Path of ``report.html``.
+        Path of ``report.html``. Each file is published atomically (:class:`webmill.storage.Storage`).
 
     Raises:
         UserError: ``metrics.jsonl`` is missing, damaged or empty (see :func:`read_metrics`), or
@@ -186,46 +185,27 @@ def write_train_report(run_dir: str | os.PathLike) -> Path:
             config = json.loads(cfg_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             config = None
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in summary.items())
-    imgs = "".join(f'<img alt="{n}" data-name="{n}" src="data:image/png;base64,'
-                   f'{base64.b64encode(p).decode("ascii")}">' for n, p in plots.items())
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in summary.items())
+    imgs = "".join(img(n, p, n) for n, p in plots.items())
     samples = metrics["sample"][-6:]
     sample_html = ("<h2>Last samples</h2><table><tr><th>step</th><th>prompt</th><th>text</th></tr>"
-                   + "".join(f"<tr><td>{r['step']}</td><td>{html.escape(str(r.get('prompt', '')))}</td>"
-                             f"<td>{html.escape(str(r.get('text', '')))}</td></tr>" for r in samples)
+                   + "".join(f"<tr><td>{r['step']}</td><td>{esc(r.get('prompt', ''))}</td>"
+                             f"<td>{esc(r.get('text', ''))}</td></tr>" for r in samples)
                    + "</table>") if samples else ""
     model = ""
     if config and isinstance(config.get("model"), dict):
-        model = "<h2>Model</h2><p><code>" + html.escape(json.dumps(config["model"])) + "</code></p>"
-    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>webmill training report: "
-            f"{html.escape(str(run))}</title><style>body{{font-family:system-ui,sans-serif;max-width:900px;"
-            "margin:24px auto;padding:0 16px;color:#222}table{border-collapse:collapse;font-size:13px}"
-            "th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
-            "img{max-width:100%;display:block;margin:10px 0}</style>"
-            f"<script>{_SCRIPT}</script></head><body><h1>webmill training report</h1>"
-            f"<p>{html.escape(str(run))}</p><table>{rows}</table>{imgs}{model}{sample_html}</body></html>")
+        model = "<h2>Model</h2><p><code>" + esc(json.dumps(config["model"])) + "</code></p>"
+    html_page = page(f"webmill training report: {run}", _CSS,
+                     f"<h1>webmill training report</h1><p>{esc(run)}</p><table>{rows}</table>"
+                     f"{imgs}{model}{sample_html}")
+    out = Storage(rep)
     try:
-        rep.mkdir(parents=True, exist_ok=True)
+        out.makedirs()
         for name, data in plots.items():
-            _write(rep / f"{name}.png", data)
-        _write(rep / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-        _write(rep / "report.html", page.encode("utf-8"))
+            out.write_bytes(f"{name}.png", data)
+        out.write_text("summary.json", json.dumps(summary, indent=2) + "\n")
+        out.write_text("report.html", html_page)
     except OSError as e:
         raise UserError(f"cannot write the training report into {rep}: {e.strerror or e}") from e
     return rep / "report.html"
 
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def report_cmd(run_dir: Path = typer.Argument(..., help="Run directory of `train pretrain` (holds metrics.jsonl).")) -> None:
-    """Write RUN_DIR/report/report.html with loss, val-loss, lr and tokens/s curves."""
-    try:
-        page = write_train_report(run_dir)
-    except UserError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"report: {page}")

