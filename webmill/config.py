@@ -7,9 +7,10 @@ checked against that class's constructor, so every threshold of a rule is a conf
 ``examples/fineweb.toml`` lists FineWeb's chain with every key.
 
 Which tables are class-backed, and by which class, comes from the stage registry
-(:data:`webmill.curate.stages.CLASS_SECTIONS`); :data:`DEFAULTS` stays a literal dict because its
-canonical JSON is hashed into every marker and shard manifest (:func:`config_hash`), and
-``tests/test_stages.py`` checks that its ``[filters.*]`` tables follow the registry.
+(:data:`webmill.curate.stages.CLASS_SECTIONS`), and so do the ``[filters.*]`` tables of
+:data:`DEFAULTS` (one per rule stage, in chain order). The canonical JSON of the defaults is
+hashed into every marker and shard manifest (:func:`config_hash`): adding a rule changes it,
+as it should.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from webmill.curate.stages import CLASS_SECTIONS, class_for  # noqa: F401 - re-exported
+from webmill.curate.stages import CLASS_SECTIONS, RULE_STAGES, class_for  # noqa: F401 - re-exported
 from webmill.errors import UserError
 
 DEFAULTS: dict[str, Any] = {
@@ -35,12 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "fast": False,  # trafilatura fast mode (no fallback extractors): faster, fewer docs
     },
     "language": {"enabled": True},  # + LanguageFilter kwargs (languages=["en"], threshold=0.65)
-    "filters": {
-        "gopher_repetition": {"enabled": True},
-        "gopher_quality": {"enabled": True},
-        "c4": {"enabled": True},
-        "fineweb": {"enabled": True},
-    },
+    "filters": {s.name: {"enabled": True} for s in RULE_STAGES},  # + each rule class's kwargs
     "dedup": {"enabled": True},  # + DedupConfig fields
     "pii": {"enabled": True},  # + PIIFilter kwargs
     "quality": {
@@ -122,6 +118,21 @@ def _merge(base: dict, over: dict, path: tuple[str, ...]) -> None:
             base[key] = value
 
 
+def read_toml(path: str | Path) -> dict:
+    """The tables of the TOML file at ``path``, unvalidated (the one place TOML is read).
+
+    Raises:
+        UserError: the file is missing, or is not valid UTF-8 TOML (names the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot parse config {p}: {e}") from e
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """Defaults, then the TOML file at ``path``, then ``overrides`` (same nesting).
 
@@ -130,14 +141,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     """
     cfg = copy.deepcopy(DEFAULTS)
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file not found: {p}")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"cannot parse config {p}: {e}") from e
-        _merge(cfg, data, ())
+        _merge(cfg, read_toml(path), ())
     if overrides:
         _merge(cfg, overrides, ())
     return cfg

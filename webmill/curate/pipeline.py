@@ -49,13 +49,6 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def local_or_storage(st: Storage) -> Path | Storage:
-    """``st`` as a :class:`Path` when it is on local disk (for steps that take a path), else
-    the :class:`Storage` itself."""
-    p = st.local_path()
-    return p if p is not None else st
-
-
 def remove_stale_temps(out: str | os.PathLike | Storage) -> int:
     """Delete the temp files a killed run left in the per-file output directories
     (:data:`~webmill.curate.outputs.PER_FILE_DIRS`); returns how many. Never run two
@@ -153,7 +146,7 @@ def _train_run_tokenizer(st: Storage, src: str, spec: str) -> str:
         vocab = int(spec.split(":", 1)[1])
     except ValueError as e:
         raise UserError(f"tokenizer {spec!r}: use bpe:<vocab size>, e.g. bpe:4096") from e
-    train_tokenizer(iter_texts(local_or_storage(st.sub(src))), vocab, local_or_storage(st.sub("tokenizer")),
+    train_tokenizer(iter_texts(st.sub(src)), vocab, st.sub("tokenizer"),
                     name=f"webmill-bpe-{vocab}")
     return st.uri("tokenizer")
 
@@ -164,12 +157,11 @@ def run_global_steps(out: str | os.PathLike | Storage, cfg: dict, tokenize: bool
     Returns the subdirectory of ``OUT`` holding the final documents (``"final"``, ...).
     """
     st = as_storage(out)
-    arg = local_or_storage(st)
     src = "documents"
     if cfg["dedup"].get("enabled", True):
         from webmill.curate.dedup import DedupConfig, run_dedup
 
-        run_dedup(arg, DedupConfig(**kwargs_of(cfg["dedup"])), input_subdir="documents", output_subdir="deduped")
+        run_dedup(st, DedupConfig(**kwargs_of(cfg["dedup"])), input_subdir="documents", output_subdir="deduped")
         src = "deduped"
     if cfg["pii"].get("enabled", True) or cfg["quality"].get("enabled", False):
         from webmill.curate.finalize import run_finalize
@@ -179,7 +171,7 @@ def run_global_steps(out: str | os.PathLike | Storage, cfg: dict, tokenize: bool
     if cfg["rephrase"].get("enabled", False):
         from webmill.curate.rephrase import run_rephrase
 
-        run_rephrase(arg, cfg, input_subdir=src, output_subdir="rephrased")
+        run_rephrase(st, cfg, input_subdir=src, output_subdir="rephrased")
         src = "rephrased"
     if tokenize:
         from webmill.tokenize.dataset import tokenize_dataset
@@ -188,7 +180,7 @@ def run_global_steps(out: str | os.PathLike | Storage, cfg: dict, tokenize: bool
         tokenizer = t["tokenizer"]
         if tokenizer.startswith("bpe:"):
             tokenizer = _train_run_tokenizer(st, src, tokenizer)
-        tokenize_dataset(local_or_storage(st.sub(src)), local_or_storage(st.sub("shards")), tokenizer=tokenizer,
+        tokenize_dataset(st.sub(src), st.sub("shards"), tokenizer=tokenizer,
                          shard_tokens=t["shard_tokens"], val_fraction=t["val_fraction"], seed=t["seed"],
                          config_hash=config_hash(cfg))
     return src
@@ -300,7 +292,7 @@ def run_pipeline(inputs: list[str] | Inputs, out: str | os.PathLike | Storage, c
         from webmill.curate.report import write_report
 
         try:
-            page = str(write_report(local_or_storage(st)))
+            page = str(write_report(st))
             echo(f"report: {page}")
         except UserError as e:  # the data is complete; a report problem must not fail the run
             echo(f"warning: report not written: {e}")

@@ -6,7 +6,6 @@ work is :func:`webmill.curate.rephrase.run_rephrase`.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +13,6 @@ import typer
 
 from webmill.curate.cli import app
 from webmill.curate.rephrase import RephraseConfig, run_rephrase
-from webmill.errors import UserError
 
 _D = RephraseConfig()  # the defaults shown in --help
 
@@ -24,15 +22,9 @@ def _rephrase_table(config: Optional[Path]) -> dict:
     Raises:
         UserError: the file is missing or is not valid UTF-8 TOML.
     """
-    if config is None:
-        return {}
-    if not config.is_file():
-        raise UserError(f"config file not found: {config}")
-    try:
-        data = tomllib.loads(config.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot parse config {config}: {e}") from e
-    return dict(data.get("rephrase", {}))
+    from webmill.config import read_toml
+
+    return dict(read_toml(config).get("rephrase", {})) if config is not None else {}
 
 
 @app.command("rephrase")

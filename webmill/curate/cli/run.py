@@ -106,7 +106,7 @@ def run(
     """
     from webmill.config import load_config
     from webmill.curate.funnel import print_funnel
-    from webmill.curate.pipeline import local_or_storage, prepare_inputs, run_pipeline
+    from webmill.curate.pipeline import prepare_inputs, run_pipeline
     from webmill.storage import as_storage
 
     overrides: dict = {}
@@ -138,7 +138,7 @@ def run(
                            echo=progress.echo)
     finally:
         progress.close()
-    print_funnel(local_or_storage(st))
+    print_funnel(st)
     if res.log_dir and not verbose:
         print(f"Ray logs: {res.log_dir} (--verbose shows them here)", file=sys.stderr)
     if res.failed:
@@ -175,10 +175,9 @@ def finalize(
 def funnel(out: str = typer.Argument(..., help="Output directory of a run, local or an fsspec URL.")) -> None:
     """Print the funnel (documents left after each stage) of a finished run."""
     from webmill.curate.funnel import print_funnel
-    from webmill.curate.pipeline import local_or_storage
     from webmill.storage import as_storage
 
     st = as_storage(out)
     if not st.isdir("stats"):
         raise UserError(f"{st.uri()} has no stats/ directory (is it the output of `curate run`?)")
-    print_funnel(local_or_storage(st))
+    print_funnel(st)
