@@ -141,6 +141,16 @@ def tagged_processes(tag: str) -> dict[int, str]:
     return found
 
 
+def kill_tagged(tag: str) -> None:
+    """SIGKILL every process still carrying ``tag`` (Ray's and the extraction children)."""
+    for pid in tagged_processes(tag):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_gone(list(tagged_processes(tag)), 10)
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` in bytes (0 when it is gone)."""
     try:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_reliability import (CURATE, ROOT, check_accounting, children, proc_alive, real_html_pages, rss_bytes,
-                              table_page, tagged_processes, wait_gone, write_warc)
+from test_reliability import (CURATE, ROOT, check_accounting, children, kill_tagged, proc_alive, real_html_pages,
+                              rss_bytes, table_page, tagged_processes, wait_gone, write_warc)
 
 from webmill.config import load_config
 from webmill.curate.documents import FileProcessor
@@ -70,16 +70,6 @@ def _remove_ray_temp_dirs():
     yield
     for d in _RAY_TMPS:
         shutil.rmtree(d, ignore_errors=True)
-
-
-def kill_tagged(tag: str) -> None:
-    """SIGKILL every process still carrying ``tag`` (by pid)."""
-    for pid in tagged_processes(tag):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_gone(list(tagged_processes(tag)), 10)
 
 
 def strip_volatile(obj):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from test_reliability import CURATE, ROOT, tagged_processes, wait_gone
+from test_reliability import CURATE, ROOT, kill_tagged, tagged_processes, wait_gone
 from webmill.storage import is_temp
 
 FILES = ["wget_2024_researcher-homepages_dolma-sample-0000.warc.gz",  # 48 records, 15 kept
@@ -43,16 +43,6 @@ def env_for(tag: str) -> dict:
     env = dict(os.environ, WEBMILL_TEST_TAG=tag)
     env.pop("RAY_ADDRESS", None)
     return env
-
-
-def kill_tagged(tag: str) -> None:
-    """SIGKILL every process still carrying ``tag`` (Ray's and the extraction children)."""
-    for pid in tagged_processes(tag):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_gone(list(tagged_processes(tag)), 10)
 
 
 def files_of(out: Path) -> dict[str, bytes]:
