@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures_llm"]  # fixtures of the rephrasing tests (tests/fixtures_llm.py)
+pytest_plugins = ["fixtures_llm", "fixtures_s3"]  # tests/fixtures_llm.py (rephrasing), tests/fixtures_s3.py (S3 server)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_WARC = ROOT.parent / "shared" / "data" / "warc"

@@ -63,3 +63,13 @@ def test_false_turns_a_threshold_off_and_hash_changes():
 def test_missing_config_file(tmp_path):
     with pytest.raises(UserError, match="config file not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_scheduling_and_storage_settings_do_not_change_the_hash():
+    """[ray] and [storage] change how and where a run happens, not its outputs: the hash in
+    markers and shard manifests must not move with them (a rerun with more workers resumes)."""
+    a = load_config()
+    b = load_config(overrides={"ray": {"num_workers": 7, "num_cpus": 0.5, "start_jitter_s": 3.0},
+                               "storage": {"max_attempts": 2, "s3": {"endpoint_url": "http://127.0.0.1:1"}}})
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(load_config(overrides={"tokenize": {"seed": 1}}))

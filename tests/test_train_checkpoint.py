@@ -90,3 +90,48 @@ def test_sample_reads_a_run_on_another_filesystem(tmp_path):
         assert invoke(*args).stdout == r.stdout  # greedy: the same text again
     finally:
         fsspec.filesystem("memory").rm(url, recursive=True)
+
+
+def test_pretrain_with_shards_and_run_on_another_filesystem(tmp_path, monkeypatch):
+    """`--shards URL --out URL` (here memory://): the run stops, resumes from the URL run directory
+    with an empty shard cache and staging directory, and equals the same run on local disk."""
+    import json
+
+    from test_train_helpers import make_shards, pattern_docs
+
+    from webmill.train.loop import TrainConfig, train
+
+    local = tmp_path / "shards"
+    make_shards(local, {"train": pattern_docs(30, 200, seed=1), "val": pattern_docs(4, 200, seed=2)}, 200,
+                row_group_rows=2, shard_tokens=150)
+    root = f"memory://webmill-test-train/{tmp_path.name}"
+    shards, run = Storage(f"{root}/shards"), f"{root}/run"
+    for name in Storage(local).list():
+        shards.write_bytes(name, (local / name).read_bytes())
+    kw = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, micro_batch=2, batch_tokens=32, max_steps=6,
+              warmup_steps=1, dropout=0.1, eval_every=2, val_tokens=16, sample_every=3, sample_tokens=2,
+              ckpt_every=0, quiet=True, tensorboard=False, verify_tokens=False)
+    try:
+        train(TrainConfig(shards=str(local), out=str(tmp_path / "ref"), **kw))
+        monkeypatch.setenv("WEBMILL_CACHE", str(tmp_path / "cache-a"))
+        train(TrainConfig(shards=shards.uri(), out=run, stop_at=3, **kw))
+        assert list_checkpoints(run) == [f"{run}/checkpoints/step-00000003.pt"]
+        monkeypatch.setenv("WEBMILL_CACHE", str(tmp_path / "cache-b"))  # another machine
+        res = train(TrainConfig(shards=shards.uri(), out=run, resume=True, **kw))
+        assert res["step"] == 6 and res["checkpoint"] == f"{run}/checkpoints/step-00000006.pt"
+        a, b = load_checkpoint(tmp_path / "ref"), load_checkpoint(run)
+        assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+
+        def recs(text):
+            return [{k: v for k, v in r.items() if k not in ("ms", "tokens_per_s", "mfu")}
+                    for r in map(json.loads, text.splitlines())]
+
+        remote = Storage(run).read_text("metrics.jsonl")
+        assert recs(remote) == recs((tmp_path / "ref" / "metrics.jsonl").read_text())
+        staged = list((tmp_path / "cache-b" / "runs").glob("*/metrics.jsonl"))
+        assert len(staged) == 1 and staged[0].read_text() == remote  # published whole at the end
+        cached = list((tmp_path / "cache-b" / "shards").glob("*/shard-*.parquet"))
+        assert sorted(p.name for p in cached) == Storage(local).list(suffix=".parquet")
+        assert all(p.read_bytes() == (local / p.name).read_bytes() for p in cached)
+    finally:
+        Storage(root).remove_tree("")

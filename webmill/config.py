@@ -55,12 +55,21 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
     },
     "ray": {
-        "num_workers": 0,  # 0 → one per CPU of the cluster
+        "num_workers": 0,  # 0 → cluster CPUs / num_cpus (re-checked as nodes join)
         "memory_mb": 2048,  # memory reserved per per-file worker
         "max_files_per_worker": 64,  # recycle worker actors (bounds memory growth)
-        "max_retries": 2,  # re-runs of a file whose worker died
+        "max_retries": 2,  # re-runs of a file whose worker died (or whose node was lost)
+        "num_cpus": 1.0,  # CPUs reserved per per-file worker (fractions pack several per CPU)
+        "start_jitter_s": 0.0,  # first workers wait a random 0..N s before their first request
     },
     "output": {"write_removed": False},
+    # where outputs live does not change them: left out of config_hash. Sub-tables per protocol
+    # ([storage.s3] endpoint_url = ..., anon = ..., key/secret, client_kwargs) are passed to that
+    # fsspec filesystem (webmill.storage.configure_storage; docs/cluster.md)
+    "storage": {
+        "max_attempts": 6,  # tries per object-store request on throttling/5xx/reset (1 = no retry)
+        "backoff_s": 0.5,  # first retry waits up to this; doubles per retry, full jitter
+    },
 }
 
 def _type_ok(value: Any, default: Any) -> bool:
@@ -101,7 +110,13 @@ def _merge(base: dict, over: dict, path: tuple[str, ...]) -> None:
     for key, value in over.items():
         here = path + (key,)
         where = ".".join(here)
-        if path + (key,) in CLASS_SECTIONS:
+        if path == ("storage",) and key not in DEFAULTS["storage"]:  # [storage.<protocol>]
+            if not isinstance(value, dict):
+                raise UserError(f"config [storage] {key} is unknown; known keys: "
+                                f"{', '.join(DEFAULTS['storage'])}, or a table of fsspec options per "
+                                "protocol, e.g. [storage.s3] endpoint_url = \"http://127.0.0.1:9000\"")
+            base.setdefault(key, {}).update(value)
+        elif path + (key,) in CLASS_SECTIONS:
             if not isinstance(value, dict):
                 raise UserError(f"config [{where}] must be a table")
             _check_class_section(here, value)
@@ -152,6 +167,13 @@ def kwargs_of(table: dict) -> dict:
     return {k: v for k, v in table.items() if k != "enabled"}
 
 
+NOT_HASHED = ("ray", "storage")  # how a run is scheduled and where its outputs live
+
+
 def config_hash(cfg: dict) -> str:
-    """sha256 hex of the canonical JSON of ``cfg`` (recorded in markers and the shard manifest)."""
+    """sha256 hex of the canonical JSON of ``cfg`` (recorded in markers and the shard manifest),
+    without the tables in :data:`NOT_HASHED`: ``[ray]`` (workers, resources, retries) and
+    ``[storage]`` (filesystem options, credentials) do not change the outputs, so a rerun with
+    more workers or on another cluster resumes the same run and writes the same bytes."""
+    cfg = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()

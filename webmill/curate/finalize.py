@@ -147,7 +147,7 @@ def run_finalize(out: str | os.PathLike | Storage, cfg: dict, input_subdir: str 
         RuntimeError: a file failed (its worker raised, or died more than ``ray.max_retries``
             times); ``OUT/stats/final.json`` is then not written.
     """
-    from webmill.curate.workers import map_files
+    from webmill.curate.workers import map_files, map_options
 
     st = as_storage(out)
     names = st.list(input_subdir, suffix=".parquet")
@@ -158,11 +158,9 @@ def run_finalize(out: str | os.PathLike | Storage, cfg: dict, input_subdir: str 
         st.remove(f"{output_subdir}/{stale}")
     st.sweep_temps(output_subdir)
     t0 = time.perf_counter()
-    rc = cfg["ray"]
     per_file, failures = map_files(FileFinalizer, (cfg, st),
                                    [(f"{input_subdir}/{n}", f"{output_subdir}/{n}") for n in names],
-                                   num_workers=rc["num_workers"], max_uses=rc["max_files_per_worker"],
-                                   max_retries=rc["max_retries"], name="FinalizeWorker")
+                                   **map_options(cfg["ray"]), name="FinalizeWorker")
     if failures:
         i, reason = failures[0]
         raise RuntimeError(f"finalize failed on {st.uri(input_subdir)}/{names[i]}: {reason}"

@@ -7,6 +7,7 @@ Everything here runs in the driver before Ray starts, so a bad input is a one-li
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 from pathlib import Path
@@ -35,15 +36,7 @@ def discover_inputs(specs: list[str]) -> list[str]:
                 raise UserError(f"input list not found: {lst}")
             files += [ln.strip() for ln in lst.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
         elif "://" in spec:
-            import fsspec
-
-            fs, _, paths = fsspec.get_fs_token_paths(spec)
-            found = []
-            for p in paths:
-                if fs.isdir(p):
-                    found += [f for f in fs.find(p) if f.endswith(INPUT_SUFFIXES)]
-                else:
-                    found.append(p)
+            found = _discover_url(spec)
             proto = spec.split("://", 1)[0]
             files += [f if "://" in f else f"{proto}://{f}" for f in found]
         elif any(c in spec for c in "*?["):
@@ -62,6 +55,39 @@ def discover_inputs(specs: list[str]) -> list[str]:
         raise UserError(f"no WARC/WET/ARC files found in {' '.join(specs)} "
                         f"(looked for names ending in {', '.join(INPUT_SUFFIXES)})")
     return files
+
+
+def _discover_url(spec: str) -> list[str]:
+    """Files of an fsspec URL (a file, a directory searched recursively, or a glob), without
+    protocol; listing uses the process's storage options and is retried on transient errors.
+
+    Raises:
+        UserError: nothing exists at ``spec``, or the store refused the listing (names ``spec``).
+    """
+    import fsspec
+
+    from webmill.storage import default_options
+    from webmill.storage_retry import call_with_retries
+
+    def find() -> list[str]:
+        fs, _, paths = fsspec.get_fs_token_paths(spec, storage_options=default_options(spec))
+        found = []
+        for p in paths:
+            if fs.isdir(p):
+                found += [f for f in fs.find(p) if f.endswith(INPUT_SUFFIXES) and ".wat." not in f]
+            elif fs.exists(p):
+                found.append(p)
+            else:
+                raise FileNotFoundError(errno.ENOENT, "no such object or prefix", p)
+        return found
+
+    try:
+        return call_with_retries(find, f"list {spec}")
+    except FileNotFoundError as e:
+        raise UserError(f"input not found: {spec} (no such object or prefix)") from e
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot list input {spec}: {e} (check the URL, the credentials (AWS_* variables, "
+                        "~/.aws, [storage.<protocol>] in the config) and the endpoint (AWS_ENDPOINT_URL))") from e
 
 
 def check_inputs(files: list[str]) -> tuple[list[str], list[dict]]:

@@ -40,9 +40,9 @@ from webmill.config import config_hash, kwargs_of
 from webmill.curate.inputs import (INPUT_SUFFIXES, assign_stems, check_inputs,  # noqa: F401 - re-exported
                                    discover_inputs)
 from webmill.curate.outputs import PER_FILE_DIRS, marker_rel
-from webmill.curate.workers import collect_worker_logs, init_ray, map_files  # noqa: F401 - re-exported
+from webmill.curate.workers import collect_worker_logs, init_ray, map_files, map_options  # noqa: F401 - re-exported
 from webmill.errors import UserError
-from webmill.storage import Storage, as_storage
+from webmill.storage import Storage, as_storage, configure_storage
 
 
 def _stderr(msg: str) -> None:
@@ -127,11 +127,8 @@ def run_documents(files: list[str], out: str | os.PathLike | Storage, cfg: dict,
             if on_progress:
                 on_progress(stats)
 
-        rc = cfg["ray"]
         _, failures = map_files(FileProcessor, (cfg, st), [(p, stems[p]) for p in pending],
-                                num_workers=rc["num_workers"], memory_mb=rc["memory_mb"],
-                                max_uses=rc["max_files_per_worker"], max_retries=rc["max_retries"],
-                                on_result=done, name="FileWorker")
+                                **map_options(cfg["ray"]), on_result=done, name="FileWorker")
         result["failed"] += [{"input": pending[i], "reason": reason} for i, reason in failures]
     update_failed_list(st, all_inputs, result["failed"])
     return result
@@ -264,6 +261,7 @@ def run_pipeline(inputs: list[str] | Inputs, out: str | os.PathLike | Storage, c
         UserError: no usable input, an unwritable ``OUT``, a bad config value (e.g. a language
             code lid.176 does not know), or an unreachable Ray cluster, all before any work.
     """
+    configure_storage(cfg.get("storage"))
     st = as_storage(out)
     if not isinstance(inputs, Inputs):
         inputs = prepare_inputs(inputs)

@@ -226,11 +226,18 @@ def _iter_stream(stream, base: int, source: str, errors: list[ReadError], state:
 
 
 def _open(path: str):
+    """``path`` opened for binary reading. URLs go through fsspec with the process's storage
+    options for their protocol (:func:`webmill.storage.default_options`: ``[storage.s3]``, the
+    run's OUT options on a Ray actor, ``AWS_ENDPOINT_URL``); opening is retried on transient
+    object-store errors (reads of an open file are retried by the filesystem itself, e.g. s3fs)."""
     if "://" not in path:  # local file: skip fsspec's per-open overhead
         return open(path, "rb")
     import fsspec
 
-    return fsspec.open(path, "rb").open()
+    from webmill.storage import default_options
+    from webmill.storage_retry import call_with_retries
+
+    return call_with_retries(lambda: fsspec.open(path, "rb", **default_options(path)).open(), f"open {path}")
 
 
 def _member_ok(fobj, pos: int) -> bool:

@@ -3,11 +3,14 @@
 One way to drive Ray per kind of work (docs/design.md, "Ray"):
 
 * **per-file work** (the documents stage, finalize's PII + quality scoring): :func:`map_files`,
-  a small scheduler over a fixed pool of actors. Each actor builds one worker object (models
-  loaded once per actor) and processes whole files; an actor is recycled after
-  ``max_uses`` files (bounds memory growth), and a file whose actor died is retried on a fresh
-  actor up to ``max_retries`` times, then reported as failed. Only small stats dicts travel back
-  to the driver; documents go straight from the actor to ``OUT``.
+  a small scheduler over a pool of actors sized from the ``[ray]`` config (:func:`map_options`:
+  CPUs and memory per actor, a jittered first start). Each actor builds one worker object
+  (models loaded once per actor) and processes whole files; an actor is recycled after
+  ``max_uses`` files (bounds memory growth), and a file whose actor died (or whose node was
+  lost) is retried on another actor up to ``max_retries`` times, then reported as failed. Files
+  go only to actors that have started, so actors waiting for room (a lost node, an autoscaling
+  cluster) hold none. Only small stats dicts travel back to the driver; documents go straight
+  from the actor to ``OUT``. docs/cluster.md, "Ray cluster".
 * **the global shuffle of dedup**: Ray Data (:mod:`webmill.curate.dedup`).
 
 :func:`init_ray` keeps a run quiet: Ray's own log lines (the token-authentication warning, Ray
@@ -17,10 +20,13 @@ Data's ``streaming_executor`` and progress lines, worker stdout/stderr) go to a 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
+import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -83,7 +89,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
             if addr:
                 ray.init(address=addr, **kwargs)
             else:
-                ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+                # address="local": always a new embedded Ray, never one that `ray start` runs
+                # on this machine (ray.init() with no address would join it)
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kwargs)
     except ConnectionError as e:
         raise UserError(f"cannot connect to Ray at {addr}: {e} (is `ray start --head` running there? does this "
                         "process have the cluster's auth token: RAY_AUTH_TOKEN or ~/.ray/auth_token?)") from e
@@ -127,10 +135,16 @@ def collect_worker_logs() -> Path | None:
 
 
 class _Host:
-    """Ray actor body: builds ``factory(*args)`` once and calls its ``process`` per file."""
+    """Ray actor body: builds ``factory(*args)`` once (after ``delay_s`` seconds: the jittered
+    start) and calls its ``process`` per file."""
 
-    def __init__(self, factory: Callable, args: tuple):
+    def __init__(self, factory: Callable, args: tuple, delay_s: float = 0.0):
+        if delay_s > 0:
+            time.sleep(delay_s)
         self.obj = factory(*args)
+
+    def ready(self) -> bool:
+        return True
 
     def process(self, *task) -> Any:
         return self.obj.process(*task)
@@ -147,71 +161,147 @@ def _shutdown(ray, actor, timeout: float) -> None:
         ray.get(actor.shutdown.remote(), timeout=timeout)
     except Exception:  # noqa: BLE001 - the actor is killed either way
         pass
-    ray.kill(actor)
+    _kill(ray, actor)
+
+
+def _kill(ray, actor) -> None:
+    try:
+        ray.kill(actor)
+    except Exception:  # noqa: BLE001 - already dead (its node is gone)
+        pass
+
+
+def map_options(ray_cfg: dict) -> dict:
+    """Keyword arguments of :func:`map_files` from the config's ``[ray]`` table
+    (:data:`webmill.config.DEFAULTS`; docs/cluster.md, "Ray cluster").
+
+    Raises:
+        UserError: ``num_cpus`` is not above 0, or ``start_jitter_s`` or ``memory_mb`` is negative.
+    """
+    opts = {"num_workers": ray_cfg["num_workers"], "num_cpus": float(ray_cfg.get("num_cpus", 1.0)),
+            "memory_mb": ray_cfg["memory_mb"] or None, "max_uses": ray_cfg["max_files_per_worker"],
+            "max_retries": ray_cfg["max_retries"], "start_jitter_s": float(ray_cfg.get("start_jitter_s", 0.0))}
+    if opts["num_cpus"] <= 0:
+        raise UserError(f"config [ray] num_cpus must be above 0 (CPUs reserved per worker), got {opts['num_cpus']}")
+    for key in ("start_jitter_s", "memory_mb"):
+        if (opts[key] or 0) < 0:
+            raise UserError(f"config [ray] {key} must be 0 or more, got {opts[key]}")
+    return opts
 
 
 def map_files(factory: Callable, args: tuple, tasks: list[tuple], *, num_workers: int = 0,
-              memory_mb: int | None = None, max_uses: int = 64, max_retries: int = 2,
-              on_result: Callable[[int, Any], None] | None = None,
-              name: str = "FileWorker") -> tuple[list, list[tuple[int, str]]]:
+              num_cpus: float = 1.0, memory_mb: int | None = None, max_uses: int = 64, max_retries: int = 2,
+              start_jitter_s: float = 0.0, on_result: Callable[[int, Any], None] | None = None,
+              name: str = "FileWorker", rescale_s: float = 5.0) -> tuple[list, list[tuple[int, str]]]:
     """Run ``factory(*args).process(*task)`` for every task on a pool of Ray actors.
+
+    A task goes only to an actor that has started (built its worker object), so an actor that
+    cannot be placed (its node was lost, the cluster is full) holds no file; it stays requested
+    (an autoscaler sees the demand) and is dropped when the queue is empty. With
+    ``num_workers=0`` the pool follows the cluster: every ``rescale_s`` seconds while files are
+    queued, actors are added up to the cluster's CPUs / ``num_cpus`` (nodes that join get work).
 
     Args:
         factory: a picklable class (or function) building the per-actor worker object; the
             object has ``process(*task)`` and optionally ``close()``.
         args: arguments of ``factory`` (sent once per actor).
         tasks: one tuple of ``process`` arguments per file.
-        num_workers: actors (``0``: one per CPU of the cluster; never more than the tasks).
-        memory_mb: memory reserved per actor (``None``: no reservation).
+        num_workers: actors (``0``: cluster CPUs / ``num_cpus``, re-checked as nodes come and
+            go; never more than the files left).
+        num_cpus: CPUs reserved per actor (Ray resource; fractions pack several per CPU).
+        memory_mb: memory reserved per actor in MiB (Ray's ``memory`` resource; ``None``: none).
         max_uses: files per actor before it is replaced (bounds memory growth).
-        max_retries: re-runs of a task whose actor died (the actor process exited).
+        max_retries: re-runs of a task whose actor died (its process exited, or its node was
+            lost); also the actors that may fail to start in a row before the queued files
+            are reported as failed.
+        start_jitter_s: each actor of the first pool waits a uniform random 0..``start_jitter_s``
+            seconds before building its worker (its first request to the object store), so
+            that many workers do not hit one bucket at once (datatrove's
+            ``randomize_start_duration`` for FineWeb; 0: no wait).
         on_result: called as ``on_result(task_index, result)`` as each task finishes.
         name: the actors' class name (their processes show as ``ray::<name>``).
+        rescale_s: seconds between checks of the cluster's CPUs (``num_workers=0``).
 
     Returns:
         ``(results, failures)``: ``results[i]`` is task ``i``'s return value (``None`` when it
         failed); ``failures`` lists ``(task_index, reason)`` in the order they happened: an
-        exception raised by ``process`` (not retried: it would raise again), or an actor that
-        died more than ``max_retries`` times.
+        exception raised by ``process`` (not retried: it would raise again), an actor that
+        died more than ``max_retries`` times, or no actor that could start.
     """
     import ray
-    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+    from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayError, RayTaskError, WorkerCrashedError
 
+    lost = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError)  # the actor or its node is gone
     results: list = [None] * len(tasks)
     failures: list[tuple[int, str]] = []
     if not tasks:
         return results, failures
-    n = min(len(tasks), num_workers or int(ray.cluster_resources().get("CPU", 1)))
-    opts: dict = {"num_cpus": 1, "max_restarts": 0}
+    opts: dict = {"num_cpus": num_cpus, "max_restarts": 0}
     if memory_mb:
-        opts["memory"] = memory_mb * 1024 * 1024
+        opts["memory"] = int(memory_mb * 1024 * 1024)
     Actor = ray.remote(**opts)(type(name, (_Host,), {"__module__": __name__}))
-    queue = list(range(len(tasks)))
+    queue = collections.deque(range(len(tasks)))
     attempts: dict[int, int] = {}
-    running: dict = {}  # ObjectRef → (actor, task index)
+    running: dict = {}  # ObjectRef of process() → (actor, task index)
+    starting: dict = {}  # ObjectRef of ready() → actor
+    idle: list = []
     uses: dict = {}
-    idle = [Actor.remote(factory, args) for _ in range(max(1, n))]
+    start_errors = [0, ""]  # actors in a row that failed to start, the last reason
 
-    def submit() -> None:
+    def wanted() -> int:
+        n = num_workers or max(1, int(ray.cluster_resources().get("CPU", 0) / num_cpus + 1e-9))
+        return min(n, len(queue) + len(running))
+
+    def grow(jitter: bool) -> None:
+        if start_errors[0] > max_retries:
+            return
+        for _ in range(wanted() - len(idle) - len(running) - len(starting)):
+            delay = random.uniform(0, start_jitter_s) if jitter and start_jitter_s > 0 else 0.0
+            actor = Actor.remote(factory, args, delay)
+            starting[actor.ready.remote()] = actor
+
+    grow(jitter=True)
+    next_check = time.monotonic() + rescale_s
+    while queue or running:
         while queue and idle:
             actor = idle.pop()
-            i = queue.pop(0)
+            i = queue.popleft()
             running[actor.process.remote(*tasks[i])] = (actor, i)
-
-    submit()
-    while running:
-        ready, _ = ray.wait(list(running), num_returns=1)
+        if not running and not starting:  # files left and no actor could start
+            failures += [(i, f"worker could not start {start_errors[0]} times: {start_errors[1]}"[:500])
+                         for i in queue]
+            queue.clear()
+            break
+        ready, _ = ray.wait(list(running) + list(starting), num_returns=1, timeout=rescale_s)
+        if not num_workers and queue and time.monotonic() >= next_check:
+            grow(jitter=False)  # nodes joined (or left) the cluster
+            next_check = time.monotonic() + rescale_s
+        if not ready:
+            continue
         ref = ready[0]
+        if ref in starting:
+            actor = starting.pop(ref)
+            try:
+                ray.get(ref)
+            except RayError as e:  # its constructor raised, or its node was lost
+                start_errors[:] = [start_errors[0] + 1, f"{type(e).__name__}: {e}"]
+                _kill(ray, actor)
+                grow(jitter=False)
+            else:
+                start_errors[0] = 0
+                idle.append(actor)
+            continue
         actor, i = running.pop(ref)
         try:
             res = ray.get(ref)
-        except (RayActorError, WorkerCrashedError) as e:
+        except lost as e:
+            _kill(ray, actor)  # an unreachable actor may still be alive: it must not write on
             attempts[i] = attempts.get(i, 0) + 1
             if attempts[i] <= max_retries:
-                queue.insert(0, i)
+                queue.appendleft(i)
             else:
                 failures.append((i, f"worker died {attempts[i]} times: {e}"[:500]))
-            idle.append(Actor.remote(factory, args))
+            grow(jitter=False)
         except RayTaskError as e:
             cause = e.cause if getattr(e, "cause", None) is not None else e
             failures.append((i, f"{type(cause).__name__}: {cause}"[:500]))
@@ -225,9 +315,11 @@ def map_files(factory: Callable, args: tuple, tasks: list[tuple], *, num_workers
                 # Recycle the actor (bounds memory). Its task is done: a failure here must not
                 # count against (or re-queue) that task.
                 _shutdown(ray, actor, 60)
-                actor = Actor.remote(factory, args)
-            idle.append(actor)
-        submit()
+                grow(jitter=False)
+            else:
+                idle.append(actor)
     for actor in idle:
         _shutdown(ray, actor, 30)
+    for actor in starting.values():  # never started (no room on the cluster): not needed now
+        _kill(ray, actor)
     return results, failures

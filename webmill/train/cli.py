@@ -42,9 +42,13 @@ _D = config_defaults()  # every default below is TrainConfig's (webmill/train/co
 @_user_errors
 def pretrain_cmd(
     shards: str = typer.Option(..., "--shards", metavar="DIR", help="Token shard directory (manifest.json + "
-                               "shard-*.parquet) from `curate tokenize`. Validated with check_shards before training."),
-    out: str = typer.Option(..., "--out", "-o", metavar="DIR", help="Run directory (local): metrics.jsonl, "
-                            "config.json, checkpoints/step-*.pt, tensorboard/ (if installed)."),
+                               "shard-*.parquet) from `curate tokenize`, local or an fsspec URL (s3://...: copied "
+                               "to $WEBMILL_CACHE/shards/, each file checked by sha256). Validated with check_shards "
+                               "before training."),
+    out: str = typer.Option(..., "--out", "-o", metavar="DIR", help="Run directory, local or an fsspec URL: "
+                            "metrics.jsonl, config.json, checkpoints/step-*.pt, tensorboard/ (if installed; for a "
+                            "URL metrics.jsonl is staged locally and published at checkpoints, evals and the end, "
+                            "TensorBoard stays local)."),
     preset: str = typer.Option(_D["preset"], help="Architecture: 'tiny' (GPT-2 style, 4 layers/4 heads/256 wide/"
                                "context 256: the CPU default), 'gpt2-124m' (12/12/768/1024, LayerNorm, learned "
                                "positions, GELU, tied embeddings) or 'modern' (RoPE, RMSNorm, QK-norm, ReLU², "
@@ -201,7 +205,7 @@ def export_hf_cmd(
 @app.command("report")
 @_user_errors
 def report_cmd(run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="Run directory of `train pretrain` "
-                                             "(holds metrics.jsonl).")) -> None:
+                                             "(holds metrics.jsonl), local or an fsspec URL.")) -> None:
     """Write RUN_DIR/report/report.html with loss, val-loss, lr and tokens/s curves."""
     from webmill.train.report import write_train_report
 

@@ -32,6 +32,7 @@ from webmill.train.checkpoint import (
 )
 from webmill.train.config import TrainConfig, peak_flops_for_name
 from webmill.train.data import ShardLoader, load_val_batches
+from webmill.train.metrics import MetricsLogger
 from webmill.train.model import GPT, GPTConfig, make_config
 from webmill.train.sample import generate, load_tokenizer, tokenizer_source
 
@@ -126,68 +127,33 @@ def setup_distributed(device_flag: str) -> tuple[Dist, torch.device]:
     return d, device
 
 
-class MetricsLogger:
-    """Appends one JSON object per event to ``RUN/metrics.jsonl``; mirrors scalars to TensorBoard.
-
-    ``metrics.jsonl`` is a log, flushed line by line (``tail -f`` works), so it is the one file
-    of a run that is appended to rather than published whole; it needs a local directory.
-    """
-
-    def __init__(self, run: Storage, tensorboard: bool, enabled: bool, resume_step: int | None = None):
-        """Open ``RUN/metrics.jsonl``: emptied for a new run; on resume from step k, records
-        after k (written by the interrupted process after its last checkpoint) are dropped (the
-        kept records are rewritten atomically, then appended to)."""
-        self.enabled = enabled
-        self.tb = None
-        if not enabled:
-            return
-        kept = []
-        if resume_step is not None and run.isfile("metrics.jsonl"):
-            for line in run.read_text("metrics.jsonl").splitlines():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash
-                if r.get("step", 0) < resume_step or (r.get("type") == "train" and r.get("step") == resume_step):
-                    kept.append(line + "\n")
-        run.write_text("metrics.jsonl", "".join(kept))
-        self.f = open(run.local_path("metrics.jsonl"), "a", encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run.local_path("tensorboard")))
-            except ImportError:
-                self.tb = None
-
-    def log(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        self.f.write(json.dumps(record) + "\n")
-        self.f.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(f"{record['type']}/{k}", v, record["step"])
-
-    def close(self) -> None:
-        if self.enabled:
-            self.f.close()
-            if self.tb is not None:
-                self.tb.close()
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def _check_shards(cfg: TrainConfig, d: Dist) -> dict:
+def _local_shards(cfg: TrainConfig, d: Dist, say) -> str:
+    """The local directory to read ``cfg.shards`` from (:func:`~webmill.train.shard_cache.local_shards`:
+    itself, or the verified cache copy of a URL). Under DDP the first process of each node fills
+    the node's cache while the others wait, then every process verifies and uses it."""
+    if as_storage(cfg.shards).is_local:
+        return cfg.shards
+    from webmill.train.shard_cache import local_shards
+
+    if d.enabled and d.local_rank != 0:
+        dist.barrier()
+    path = local_shards(cfg.shards, say=say)
+    if d.enabled and d.local_rank == 0:
+        dist.barrier()
+    return path
+
+
+def _check_shards(shards: str, cfg: TrainConfig, d: Dist) -> dict:
     from webmill.tokenize.shards import check_shards
 
     # Rank 0 reads everything; the others check the manifest and footers only.
-    return check_shards(cfg.shards, verify_tokens=cfg.verify_tokens and d.master)
+    return check_shards(shards, verify_tokens=cfg.verify_tokens and d.master)
 
 
 def _resolve_resume(cfg: TrainConfig, run: Storage) -> dict | None:
@@ -228,9 +194,14 @@ def train(cfg: TrainConfig) -> dict:
         ``{"step", "train_loss" (last), "val_loss" (last or None), "checkpoint" (path or None),
         "tokens_per_step", "accum", "params"}``.
 
+    ``cfg.shards`` and ``cfg.out`` may be fsspec URLs: URL shards are read from a sha256-checked
+    local copy (:mod:`webmill.train.shard_cache`); for a URL run directory checkpoints and
+    ``config.json`` are published through :class:`~webmill.storage.Storage` and the log is
+    staged locally (:mod:`webmill.train.metrics`).
+
     Raises:
-        UserError: invalid shards (from ``check_shards``), a manifest vocabulary larger than the
-            model's, a batch that does not divide into micro-batches, or resume mismatches.
+        UserError: invalid shards (from ``check_shards``, or a remote file that does not match its
+            manifest's sha256), a manifest vocabulary larger than the model's, a batch that does not divide into micro-batches, or resume mismatches.
     """
     d, device = setup_distributed(cfg.device)
     if device.type == "cpu":
@@ -246,15 +217,13 @@ def train(cfg: TrainConfig) -> dict:
     else:
         autocast = contextlib.nullcontext
     run = as_storage(cfg.out)
-    if not run.is_local:
-        raise UserError(f"--out {cfg.out}: training needs a local or mounted directory (metrics.jsonl is "
-                        "appended every step, TensorBoard writes files); use a local path and copy the run after")
     say = print if (d.master and not cfg.quiet) else (lambda *a, **k: None)
 
-    manifest = _check_shards(cfg, d)
+    shards = _local_shards(cfg, d, say)
+    manifest = _check_shards(shards, cfg, d)
     tok = dict(manifest["tokenizer"])
     if tok.get("path"):  # a trained tokenizer shipped with the shards: keep its absolute path
-        p = as_storage(cfg.shards).local_path(tok["path"])
+        p = as_storage(shards).local_path(tok["path"])
         tok["path"] = str(p.resolve()) if p is not None and p.is_dir() else None
     if d.master:
         run.sweep_temps("checkpoints")  # left by a process killed mid-write
@@ -294,9 +263,9 @@ def train(cfg: TrainConfig) -> dict:
     _seed_everything(cfg.seed)  # identical init on every rank
     model = GPT(mcfg).to(device)
     optimizer = model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps, device.type)
-    loader = ShardLoader(cfg.shards, manifest, B, T, rank=d.rank, world_size=d.world_size,
+    loader = ShardLoader(shards, manifest, B, T, rank=d.rank, world_size=d.world_size,
                          streams_per_rank=accum, seed=cfg.seed)
-    val_batches = load_val_batches(cfg.shards, manifest, B, T, cfg.val_tokens, d.rank, d.world_size)
+    val_batches = load_val_batches(shards, manifest, B, T, cfg.val_tokens, d.rank, d.world_size)
     start = 0
     if ckpt is not None:
         if ckpt["world_size"] != d.world_size:
@@ -320,7 +289,7 @@ def train(cfg: TrainConfig) -> dict:
         model = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None,
                     broadcast_buffers=False)
 
-    tokenizer, warn = load_tokenizer(cfg.tokenizer or tokenizer_source(tok, cfg.shards), tok)
+    tokenizer, warn = load_tokenizer(cfg.tokenizer or tokenizer_source(tok, shards), tok)
     if warn:
         say(f"note: {warn}")
     flops_per_token = raw_model.estimate_flops_per_token(T)
@@ -328,7 +297,8 @@ def train(cfg: TrainConfig) -> dict:
     if peak is not None and peak < 0:
         raise UserError(f"--peak-flops must be ≥ 0 (FLOP/s of one device, e.g. 989e12; 0: no MFU), got {peak}")
     peak = peak or None  # 0: MFU not reported
-    logger = MetricsLogger(run, cfg.tensorboard, d.master, resume_step=start if ckpt is not None else None)
+    logger = MetricsLogger(run, cfg.tensorboard, d.master, resume_step=start if ckpt is not None else None,
+                           say=say)
     say(f"model {raw_model.num_params() / 1e6:.2f}M params ({mcfg.n_layer}L {mcfg.n_head}H {mcfg.n_embd}C, "
         f"T={T}, vocab {mcfg.vocab_size}) | {batch_tokens:,} tokens/step = {B}×{T}×{d.world_size} procs×"
         f"{accum} accum | {device} {'bf16' if use_bf16 else 'fp32'} | train "
@@ -370,6 +340,7 @@ def train(cfg: TrainConfig) -> dict:
             say(f"step {step:5d} | val loss {last_val:.4f}")
             logger.log({"type": "val", "step": step, "val_loss": last_val,
                         "val_tokens": len(val_batches) * d.world_size * B * T})
+            logger.publish()  # a remote run directory gets the log at every eval
         if d.master and cfg.sample_every > 0 and (step % cfg.sample_every == 0 or last):
             # without a tokenizer, sample once from the EOT token (unconditional)
             prompts = cfg.sample_prompts if tokenizer.enc is not None else ["<|endoftext|>"]
@@ -382,6 +353,7 @@ def train(cfg: TrainConfig) -> dict:
                 logger.log({"type": "sample", "step": step, "prompt": prompt, "text": text})
         if step > start and (last or (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0)):
             last_ckpt = save(step)
+            logger.publish()
         if last:
             break
 
@@ -421,6 +393,7 @@ def train(cfg: TrainConfig) -> dict:
         logger.log({"type": "train", "step": step + 1, "loss": train_loss, "lr": lr, "grad_norm": grad_norm,
                     "ms": dt * 1000, "tokens_per_s": tok_s, "mfu": mfu, "tokens": (step + 1) * batch_tokens})
         if not math.isfinite(train_loss):
+            logger.close()
             raise UserError(f"loss became {train_loss} at step {step + 1}; lower --lr or check the data")
     logger.close()
     if d.enabled:

@@ -1,11 +1,13 @@
 """``train report RUN_DIR``: training curves of a pretraining run as PNGs and one HTML page.
 
 Reads ``RUN_DIR/metrics.jsonl`` (one JSON object per event, written by
-:class:`webmill.train.loop.MetricsLogger`: ``{"type": "train", "step", "loss", "lr",
+:class:`webmill.train.metrics.MetricsLogger`: ``{"type": "train", "step", "loss", "lr",
 "grad_norm", "ms", "tokens_per_s", "mfu", "tokens"}``, ``{"type": "val", "step", "val_loss",
 "val_tokens"}``, ``{"type": "sample", "step", "prompt", "text"}``) and writes
 ``RUN_DIR/report/{loss,lr,throughput,grad_norm}.png``, ``summary.json`` and ``report.html``
-(plots embedded as base64 PNG data URIs, so the page opens offline).
+(plots embedded as base64 PNG data URIs, so the page opens offline). ``RUN_DIR`` may be a local
+path or an fsspec URL (``s3://bucket/runs/gpt``): every read and write goes through
+:class:`webmill.storage.Storage`.
 
 A resumed run appends to the same file; for a step logged twice the last record wins.
 """
@@ -21,10 +23,10 @@ import numpy as np
 
 from webmill.errors import UserError
 from webmill.htmlreport import esc, img, page, png_bytes
-from webmill.storage import Storage
+from webmill.storage import Storage, as_storage
 
 
-def read_metrics(run_dir: str | os.PathLike) -> dict[str, list[dict]]:
+def read_metrics(run_dir: str | os.PathLike | Storage) -> dict[str, list[dict]]:
     """Parse ``RUN_DIR/metrics.jsonl`` into records by type.
 
     Returns:
@@ -35,12 +37,13 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, list[dict]]:
     Raises:
         UserError: the file is missing, a line is not JSON, or it holds no train/val records.
     """
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
+    run = as_storage(run_dir)
+    path = run.uri("metrics.jsonl")
+    if not run.isfile("metrics.jsonl"):
         raise UserError(f"{path} not found; give the --out directory of `train pretrain` (it writes metrics.jsonl)")
     by_type: dict[str, dict] = {"train": {}, "val": {}}
     samples: list[dict] = []
-    with open(path, encoding="utf-8") as f:
+    with run.open("metrics.jsonl", "r") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -160,29 +163,29 @@ def _fmt(v: Any) -> str:
     return esc(v)
 
 
-def write_train_report(run_dir: str | os.PathLike) -> Path:
+def write_train_report(run_dir: str | os.PathLike | Storage) -> Path | str:
     """Write ``RUN_DIR/report/report.html`` (self-contained), ``summary.json`` and the curve PNGs.
 
     Args:
-        run_dir: the ``--out`` directory of ``train pretrain`` (holds ``metrics.jsonl``).
+        run_dir: the ``--out`` directory of ``train pretrain`` (holds ``metrics.jsonl``): a local
+            path or an fsspec URL.
 
     Returns:
-        Path of ``report.html``. Each file is published atomically (:class:`webmill.storage.Storage`).
+        ``report.html``: a :class:`~pathlib.Path` for a local run, else its URL (str). Each file
+        is published atomically (:class:`webmill.storage.Storage`).
 
     Raises:
         UserError: ``metrics.jsonl`` is missing, damaged or empty (see :func:`read_metrics`), or
             ``RUN_DIR/report`` cannot be written.
     """
-    run = Path(run_dir)
+    run = as_storage(run_dir)
     metrics = read_metrics(run)
     summary = summarize(metrics)
     plots = {n: p for n in ("loss", "lr", "throughput", "grad_norm") if (p := _plot(n, metrics)) is not None}
-    rep = run / "report"
-    cfg_path = run / "config.json"
     config = None
-    if cfg_path.exists():
+    if run.isfile("config.json"):
         try:
-            config = json.loads(cfg_path.read_text(encoding="utf-8"))
+            config = json.loads(run.read_text("config.json"))
         except json.JSONDecodeError:
             config = None
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in summary.items())
@@ -195,10 +198,11 @@ def write_train_report(run_dir: str | os.PathLike) -> Path:
     model = ""
     if config and isinstance(config.get("model"), dict):
         model = "<h2>Model</h2><p><code>" + esc(json.dumps(config["model"])) + "</code></p>"
-    html_page = page(f"webmill training report: {run}", _CSS,
-                     f"<h1>webmill training report</h1><p>{esc(run)}</p><table>{rows}</table>"
+    where = str(Path(run_dir)) if run.is_local and not isinstance(run_dir, Storage) else run.uri()
+    html_page = page(f"webmill training report: {where}", _CSS,
+                     f"<h1>webmill training report</h1><p>{esc(where)}</p><table>{rows}</table>"
                      f"{imgs}{model}{sample_html}")
-    out = Storage(rep)
+    out = run.sub("report")
     try:
         out.makedirs()
         for name, data in plots.items():
@@ -206,6 +210,7 @@ def write_train_report(run_dir: str | os.PathLike) -> Path:
         out.write_text("summary.json", json.dumps(summary, indent=2) + "\n")
         out.write_text("report.html", html_page)
     except OSError as e:
-        raise UserError(f"cannot write the training report into {rep}: {e.strerror or e}") from e
-    return rep / "report.html"
+        raise UserError(f"cannot write the training report into {out.uri()}: {e.strerror or e}") from e
+    local = out.local_path("report.html")
+    return local if local is not None else out.uri("report.html")
 

@@ -107,7 +107,7 @@ def run(
     from webmill.config import load_config
     from webmill.curate.funnel import print_funnel
     from webmill.curate.pipeline import prepare_inputs, run_pipeline
-    from webmill.storage import as_storage
+    from webmill.storage import as_storage, configure_storage
 
     overrides: dict = {}
     if extractor:
@@ -126,6 +126,7 @@ def run(
     overrides.setdefault("dedup", {})["enabled"] = dedup
     overrides.setdefault("pii", {})["enabled"] = pii
     cfg = load_config(config, overrides)
+    configure_storage(cfg["storage"])  # [storage.<protocol>] options for inputs and OUT
     prepared = prepare_inputs(inputs)
     st = as_storage(out if out else default_out(inputs))
     print(f"curate run: {len(prepared.files)} input files → {st.uri()}", file=sys.stderr)
@@ -165,7 +166,10 @@ def finalize(
     from webmill.curate.finalize import run_finalize
     from webmill.curate.workers import init_ray
 
+    from webmill.storage import configure_storage
+
     cfg = load_config(config, {"quality": {"enabled": quality}} if quality is not None else None)
+    configure_storage(cfg["storage"])
     init_ray(ray_address)
     s = run_finalize(out, cfg, input_subdir=input_subdir)
     print(f"finalize: {s['documents_in']} → {s['documents_out']} documents; PII {s['pii_counts']}")
