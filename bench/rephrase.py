@@ -39,7 +39,8 @@ sys.path.insert(0, str(REPO))
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from webmill.curate.outputs import DOCUMENT_SCHEMA, write_parquet_atomic  # noqa: E402
+from webmill.curate.outputs import DOCUMENT_SCHEMA  # noqa: E402
+from webmill.storage import Storage  # noqa: E402
 from webmill.curate.readers import document_id, iter_records  # noqa: E402
 from webmill.curate.rephrase import (  # noqa: E402
     RephraseConfig, RequestCache, cache_key, clean_output, make_backend, run_rephrase, split_segments,
@@ -100,7 +101,7 @@ def write_final(out: Path, docs: list[dict]) -> None:
         "text": pa.array([d["text"] for d in docs], pa.large_string()), "language": ["en"] * n,
         "language_score": pa.array([1.0] * n, pa.float32()),
     }, schema=DOCUMENT_SCHEMA)
-    write_parquet_atomic(table, out / "final" / "bench.parquet")
+    Storage(out / "final").write_parquet("bench.parquet", table)
 
 
 def _raw_outputs(cache_file: Path, docs: list[dict], style: str, cfg: RephraseConfig, model: str) -> dict:

@@ -12,11 +12,9 @@ fsspec URL; every read and write goes through :class:`webmill.storage.Storage`):
 
 from __future__ import annotations
 
-import os
 
 import pyarrow as pa
 
-from webmill.storage import as_storage
 
 SCHEMA_VERSION = 1
 
@@ -42,11 +40,3 @@ DOCUMENT_SCHEMA = pa.schema(
 def marker_rel(stem: str) -> str:
     """Completion marker of input ``stem``, relative to ``OUT``."""
     return f"markers/{stem}.done"
-
-
-# Compatibility wrapper for bench/rephrase.py (the last caller that passes a full path; it can
-# call Storage(parent).write_parquet(name, table) instead, then this goes).
-def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
-    """Publish ``table`` at ``path`` with :meth:`Storage.write_parquet` (same fixed settings)."""
-    parent, _, name = str(path).rstrip("/").rpartition("/")
-    as_storage(parent or ".").write_parquet(name, table)
