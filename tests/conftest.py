@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures_llm", "fixtures_s3"]  # tests/fixtures_llm.py (rephrasing), tests/fixtures_s3.py (S3 server)
+pytest_plugins = ["fixtures_llm", "fixtures_s3", "dedup_fixtures"]  # rephrasing LLMs, the S3 server, dedup inputs + Ray
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_WARC = ROOT.parent / "shared" / "data" / "warc"

@@ -7,7 +7,8 @@
   document schema of DESIGN.md.
 * :func:`jaccard_pair` edits a real document's words so that the word-shingle sets of the
   original and the edit have a Jaccard similarity as close as possible to a target; the exact
-  Jaccard of the returned pair is returned with it.
+  Jaccard of the returned pair is returned with it. :func:`char_jaccard_pair` does the same
+  with characters and character shingles (languages written without spaces).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webmill.curate.minhash import normalize_words, shingles
+from webmill.curate.minhash import char_shingles, normalize_chars, normalize_words, shingles
 from webmill.curate.outputs import DOCUMENT_SCHEMA
 
 WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
@@ -173,3 +174,48 @@ def real_base_documents(min_words: int = 200, max_words: int = 600) -> list[list
             if len(w) >= min_words:
                 out.append(w[:max_words])
     return out
+
+
+def char_shingle_set(text: str, k: int = 5) -> set[bytes]:
+    """The set of ``k``-character shingles of ``text`` (same construction as the dedup step:
+    :func:`~webmill.curate.minhash.normalize_chars`, then character ``k``-grams)."""
+    return set(char_shingles(normalize_chars(text), k))
+
+
+def char_jaccard_pair(text: str, target: float, rng: random.Random, k: int = 5) -> tuple[str, float]:
+    """Edit ``text`` into a document whose ``k``-character-shingle Jaccard with ``text`` is near
+    ``target`` (the character-level twin of :func:`jaccard_pair`).
+
+    Characters that are not separators (punctuation, symbols, whitespace stay where they are, so
+    the word structure is kept) are replaced, at random positions in a fixed random order, by
+    fresh characters of the Unicode private use plane 15 (unchanged by normalization, never a
+    separator); a bisection on the number of replaced characters picks the count whose exact
+    Jaccard is closest to ``target``. Returns ``(edited_text, exact_jaccard)``. Needs at least
+    ``2 * k`` characters after normalization.
+    """
+    if len(normalize_chars(text)) < 2 * k:
+        raise ValueError(f"document too short for char_jaccard_pair: {len(normalize_chars(text))} characters")
+    base = char_shingle_set(text, k)
+    positions = [i for i, ch in enumerate(text) if normalize_chars(ch)]
+    rng.shuffle(positions)
+    tag = rng.getrandbits(16)
+    fresh = [chr(0xF0000 + (tag + j) % 0xFFFE) for j in range(len(positions))]
+
+    def edit(m: int) -> str:
+        chars = list(text)
+        for j, i in enumerate(positions[:m]):
+            chars[i] = fresh[j]
+        return "".join(chars)
+
+    def jac(m: int) -> float:
+        return jaccard(base, char_shingle_set(edit(m), k))
+
+    lo, hi = 0, len(positions)  # J(edit(lo)) >= target > J(edit(hi)) (J decreases with m)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if jac(mid) >= target:
+            lo = mid
+        else:
+            hi = mid
+    best = min((lo, hi), key=lambda m: abs(jac(m) - target))
+    return edit(best), jac(best)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -22,7 +23,10 @@ def _section(cfg: dict, path: tuple[str, ...]) -> dict:
 def test_fineweb_toml_lists_the_defaults():
     cfg = load_config(ROOT / "examples" / "fineweb.toml")
     for path in CLASS_SECTIONS:
-        params = inspect.signature(class_for(path)).parameters
+        cls = class_for(path)
+        params = inspect.signature(cls).parameters
+        factories = ({f.name: f.default_factory for f in dataclasses.fields(cls)
+                      if f.default_factory is not dataclasses.MISSING} if dataclasses.is_dataclass(cls) else {})
         table = _section(cfg, path)
         if table == {"enabled": False}:  # a step FineWeb does not run (rephrase)
             continue
@@ -31,7 +35,7 @@ def test_fineweb_toml_lists_the_defaults():
             if key == "enabled":
                 assert value is True
                 continue
-            default = params[key].default
+            default = factories[key]() if key in factories else params[key].default
             norm = (lambda v: [list(x) if isinstance(x, tuple) else x for x in v]
                     if isinstance(v, (list, tuple)) else v)
             assert norm(value) == norm(default), f"{path} {key}: toml {value!r} != default {default!r}"

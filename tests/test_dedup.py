@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import typer
-from jaccard_gen import WARC_DIR, jaccard_pair, load_html_documents, load_wet_documents, write_documents
+from dedup_fixtures import EXAMPLES_WARC, needs_data, read_outputs
+from jaccard_gen import load_wet_documents, write_documents
 from typer.testing import CliRunner
 
 from webmill.curate import minhash as mh
@@ -27,8 +25,6 @@ from webmill.curate.dedup import (
 from webmill.errors import UserError
 from webmill.storage import TEMP_TAG, as_storage
 
-needs_data = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"shared WARC data not found at {WARC_DIR}")
-EXAMPLES_WARC = Path(__file__).resolve().parents[1] / "examples" / "warc"  # bundled: always present
 
 
 # ---------------------------------------------------------------------------------------------- no Ray
@@ -140,90 +136,11 @@ def test_write_deduped_file_same_bytes_on_memory_fs_and_disk(tmp_path):
 # ---------------------------------------------------------------------------------------------- Ray
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="ray-dd-", dir="/tmp"))
-    yield ray
-    ray.shutdown()
-
-
-def _near_duplicate(source: dict) -> tuple[dict, float]:
-    """A copy of a real document edited to word-shingle Jaccard ~0.9 with it, and that Jaccard."""
-    words, j = jaccard_pair(mh.normalize_words(source["text"]), 0.9, random.Random(3))
-    return dict(source, id="synthetic-near-duplicate", url=source["url"] + "?edited", text=b" ".join(words).decode()), j
-
-
-@pytest.fixture(scope="module")
-def ex_dir(tmp_path_factory):
-    """OUT/documents with 3 files of real documents from the bundled examples/warc (+ one
-    synthetic near duplicate).
-
-    a_fr: fiscalitefrg.com ('/' and '/index.html' are the same page); b_wet: the first 20 of 25
-    real WET documents (one of three identical cdc.gov 404 pages) + an edit (J ~ 0.9) of a WET
-    document of c; c_wet: the other 5 (two more cdc.gov 404 pages, the edit's source) with a
-    quality_score column (cross-file exact and near duplicates).
-    """
-    out = tmp_path_factory.mktemp("out")
-    fr = load_html_documents(str(EXAMPLES_WARC / "heritrix_2012_fiscalitefrg-com_fr.warc.gz"))
-    wet = load_wet_documents(str(EXAMPLES_WARC / "cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz"))
-    source = next(d for d in wet if "electricalbody" in d["url"])
-    near, j = _near_duplicate(source)
-    b, c = wet[:20] + [near], wet[20:]
-    quality = [0.5] * len(c)
-    cdc = [i for i, d in enumerate(c) if "cdc.gov/tb/?404" in d["url"]]
-    assert len(cdc) == 2 and any("cdc.gov/tb/?404" in d["url"] for d in b)
-    quality[cdc[-1]] = 0.9  # the last of three identical pages has the best quality: it must be kept
-    write_documents(fr, out / "documents" / "a_fr.parquet")
-    write_documents(b, out / "documents" / "b_wet.parquet")
-    write_documents(c, out / "documents" / "c_wet.parquet", extra={"quality_score": np.array(quality, np.float32)})
-    return {"out": out, "docs": fr + b + c, "near_j": j, "cdc_best": c[cdc[-1]]["id"], "source_id": source["id"],
-            "files": ("a_fr", "b_wet", "c_wet")}
-
-
-@pytest.fixture(scope="module")
-def doc_dir(tmp_path_factory):
-    """OUT/documents with 3 files of real documents from ../shared (+ one synthetic near duplicate).
-
-    a_ukwa: gov.uk crawl A; b_ukwa: crawl B of the same URLs 10 minutes later (cross-file exact
-    duplicates) + an edit (J ~ 0.9) of a real WET document; c_mixed: fiscalitefrg.com ('/' and
-    '/index.html' are the same page) + 25 real WET documents (three identical cdc.gov 404 pages),
-    with a quality_score column.
-    """
-    if not WARC_DIR.is_dir():
-        pytest.skip(f"shared WARC data not found at {WARC_DIR}")
-    out = tmp_path_factory.mktemp("out")
-    a = load_html_documents("ukwa_2014_gov-uk_daily-crawl-a.warc.gz")
-    b = load_html_documents("ukwa_2014_gov-uk_daily-crawl-b-revisits.warc.gz")
-    fr = load_html_documents("heritrix_2012_fiscalitefrg-com_fr.warc.gz")
-    wet = load_wet_documents("cc_CC-MAIN-2016-50_wet-25docs.warc.wet.gz")
-    source = next(d for d in wet if "electricalbody" in d["url"])
-    near, j = _near_duplicate(source)
-    c = fr + wet
-    quality = [0.5] * len(c)
-    cdc = [i for i, d in enumerate(c) if "cdc.gov/tb/?404" in d["url"]]
-    quality[cdc[-1]] = 0.9  # the last of three identical pages has the best quality: it must be kept
-    write_documents(a, out / "documents" / "a_ukwa.parquet")
-    write_documents(b + [near], out / "documents" / "b_ukwa.parquet")
-    write_documents(c, out / "documents" / "c_mixed.parquet", extra={"quality_score": np.array(quality, np.float32)})
-    return {"out": out, "docs": a + b + [near] + c, "near_j": j, "cdc_best": c[cdc[-1]]["id"], "source_id": source["id"],
-            "files": ("a_ukwa", "b_ukwa", "c_mixed")}
-
-
-def _read_outputs(out: Path, sub: str = "deduped") -> dict[str, dict]:
-    rows = {}
-    for f in sorted((out / sub).glob("*.parquet")):
-        for r in pq.read_table(f).to_pylist():
-            rows[r["id"]] = r
-    return rows
-
-
 def _check_end_to_end(d: dict, stats: dict) -> tuple[dict, list]:
     """The promises of run_dedup on fixture ``d`` after ``run_dedup(d["out"], DedupConfig())``;
     returns the kept rows by id and the exact-duplicate groups computed here independently."""
     out, docs = d["out"], d["docs"]
-    kept = _read_outputs(out)
+    kept = read_outputs(out)
 
     # every input file has an output with the input columns (in order) + dedup_cluster int64
     for name in d["files"]:
@@ -281,6 +198,7 @@ def _check_end_to_end(d: dict, stats: dict) -> tuple[dict, list]:
 
 def test_dedup_end_to_end_and_deterministic(ray_local, ex_dir):
     stats = run_dedup(ex_dir["out"], DedupConfig())
+    assert stats["components_path"] == "single"  # auto: few edges
     kept, dup_groups = _check_end_to_end(ex_dir, stats)
     assert len(dup_groups) == 2  # fiscalitefrg '/' = '/index.html'; three cdc.gov 404 pages across b and c
     assert stats["documents_out"] == len(ex_dir["docs"]) - 1 - 2 - 1
@@ -312,7 +230,7 @@ def test_out_as_a_file_url_gives_the_local_bytes(ray_local, ex_dir):
 def test_exact_only_keeps_near_duplicates(ray_local, ex_dir):
     out = ex_dir["out"]
     stats = run_dedup(out, DedupConfig(minhash=False), output_subdir="exact_only")
-    kept = _read_outputs(out, "exact_only")
+    kept = read_outputs(out, "exact_only")
     assert "synthetic-near-duplicate" in kept
     assert stats["minhash"]["documents_removed"] == 0 and stats["exact"]["documents_removed"] == 3
 
@@ -322,7 +240,7 @@ def test_edge_limit_and_cli(ray_local, ex_dir):
 
     out = ex_dir["out"]
     with pytest.raises(UserError, match="max_edges_single_worker"):
-        run_dedup(out, DedupConfig(max_edges_single_worker=1), output_subdir="never")
+        run_dedup(out, DedupConfig(components="single", max_edges_single_worker=1), output_subdir="never")
     app = typer.Typer()
     app.command()(dedup_cmd)
     res = CliRunner().invoke(app, [str(out), "--bands", "13"])
@@ -333,17 +251,25 @@ def test_edge_limit_and_cli(ray_local, ex_dir):
     assert len(list((out / "cli").glob("*.parquet"))) == 3
 
 
-def test_documents_without_words_and_an_empty_file(ray_local, tmp_path):
+@pytest.mark.parametrize("components", ["single", "distributed"])
+def test_documents_without_words_and_an_empty_file(ray_local, tmp_path, components):
+    """No candidate edge at all (MinHash alone on documents without words), then one exact
+    group, on either components path (the distributed one with no edge block at all)."""
     base = {"id": "", "url": "", "domain": "", "crawl_date": None, "source_file": "s", "record_offset": 0,
             "text": "", "language": "", "language_score": 0.0}
     docs = [dict(base, id="a", text=""), dict(base, id="b", text=None), dict(base, id="c", text="... !!")]
     write_documents(docs, tmp_path / "documents" / "a.parquet")
     write_documents([], tmp_path / "documents" / "b.parquet")
     # MinHash alone: no word, no shingle, no candidate
-    stats = run_dedup(tmp_path, DedupConfig(exact=False))
-    assert stats["documents_out"] == 3
+    stats = run_dedup(tmp_path, DedupConfig(exact=False, components=components))
+    assert stats["documents_out"] == 3 and stats["candidate_edges"] == stats["unique_edges"] == 0
     # exact: the three normalize to "" and are one group; the smallest id is kept
-    stats = run_dedup(tmp_path, DedupConfig())
+    stats = run_dedup(tmp_path, DedupConfig(components=components, write_removed=True))
+    assert stats["components_path"] == components
     out = pq.read_table(tmp_path / "deduped" / "a.parquet").to_pydict()
     assert out["id"] == ["a"] and out["dedup_cluster"] == [0] and stats["exact"]["documents_removed"] == 2
     assert pq.read_table(tmp_path / "deduped" / "b.parquet").num_rows == 0
+    removed = pq.read_table(tmp_path / "removed" / "dedup" / "a.parquet").to_pydict()
+    assert removed["id"] == ["b", "c"] and removed["kept_id"] == ["a", "a"] and removed["dedup_cluster"] == [0, 0]
+    assert removed["reason"] == ["dedup_exact"] * 2
+    assert pq.read_table(tmp_path / "removed" / "dedup" / "b.parquet").num_rows == 0

@@ -114,6 +114,67 @@ def test_shingles_and_short_documents():
         mh.MinHasher(hash_name="md5")
 
 
+@pytest.fixture(scope="module")
+def zh_texts() -> list[str]:
+    """Real Chinese pages (bundled Common Crawl sample) + short and separator-only texts."""
+    docs = load_html_documents("cc_CC-MAIN-2020-34_resiliparse-sample.warc.gz")
+    texts = [d["text"] for d in docs if sum("\u4e00" <= c <= "\u9fff" for c in d["text"]) > 50]
+    assert len(texts) >= 8
+    return texts + ["", "北京", "北京，欢迎 你!", "ＡＢ　ｃｄ", " ,;- ", "\ud800 孤立", "e\u0301té"]
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+@pytest.mark.parametrize("hash_name", mh.SHINGLE_HASHES)
+def test_char_signatures_equal_datasketch_on_real_chinese(zh_texts, hash_name, scheme):
+    """Character shingles: datasketch fed mh.char_shingles with char_shingle_hashfunc gives the
+    same signatures (k = 5 and 3; chunk boundaries inside documents)."""
+    norm = [mh.normalized_bytes(t) for t in zh_texts]
+    hasher = mh.MinHasher(hash_name=hash_name, scheme=scheme, chunk_shingles=997)
+    for k in (5, 3):
+        sig = hasher.signatures_from_chars(norm, k)
+        for i, text in enumerate(zh_texts):
+            m = datasketch.MinHash(num_perm=112, seed=1, hashfunc=mh.char_shingle_hashfunc(hash_name), scheme=scheme)
+            m.update_batch(mh.char_shingles(mh.normalize_chars(text), k))
+            np.testing.assert_array_equal(sig[i], m.hashvalues, err_msg=f"document {i} ({hash_name}, {scheme}, k={k})")
+
+
+def test_char_split_and_shingles(zh_texts):
+    assert mh.normalize_chars("北京，欢迎 你!") == "北京欢迎你"
+    assert mh.normalize_chars("ＡＢ　ｃｄ") == "abcd"  # NFKD folds full-width forms, U+3000 separates
+    cps, off = mh.split_chars([mh.normalized_bytes(t) for t in zh_texts])
+    assert cps.dtype == np.uint32 and off.dtype == np.int64 and len(off) == len(zh_texts) + 1
+    for i, t in enumerate(zh_texts):
+        assert "".join(map(chr, cps[off[i] : off[i + 1]].tolist())) == mh.normalize_chars(t)
+    assert mh.char_shingles("北京欢迎你们", 5) == ["北京欢迎你".encode(), "京欢迎你们".encode()]
+    assert mh.char_shingles("北京", 5) == ["北京".encode()] and mh.char_shingles("", 5) == []
+    with pytest.raises(ValueError, match="shingle size"):
+        mh.char_shingles("abc", 0)
+    # the char hash is xxh3_words of the characters joined by spaces; shingles do not depend on separators
+    assert mh.xxh3_chars_hash32("北京欢迎你".encode()) == mh.xxh3_words_hash32(" ".join("北京欢迎你").encode())
+    hv, off = mh.MinHasher().char_shingle_hashes_split(*mh.split_chars([mh.normalized_bytes("北京，欢迎 你们!"), b"", b"ab"]), 5)
+    assert off.tolist() == [0, 2, 2, 3]
+    assert hv.tolist() == [mh.xxh3_chars_hash32(s) for s in mh.char_shingles("北京欢迎你们", 5) + [b"ab"]]
+
+
+def test_mixed_batch_matches_per_mode_signatures(zh_texts, real_texts):
+    """signatures_mixed puts each document's word or character signature back in row order; an
+    all-word batch is exactly signatures_from_split."""
+    texts = [t for pair in zip(zh_texts, real_texts) for t in pair]
+    norm = [mh.normalized_bytes(t) for t in texts]
+    char_k = np.array([(5, 0, 3)[i % 3] for i in range(len(texts))])
+    hasher = mh.MinHasher(chunk_shingles=501)
+    sig = hasher.signatures_mixed(norm, char_k)
+    for i in range(len(texts)):
+        one = (hasher.signatures_from_chars([norm[i]], int(char_k[i])) if char_k[i]
+               else hasher.signatures_from_split(*mh.split_words([norm[i]])))
+        np.testing.assert_array_equal(sig[i], one[0], err_msg=f"document {i}, k={char_k[i]}")
+    words = mh.split_words(norm)
+    np.testing.assert_array_equal(hasher.signatures_mixed(norm, np.zeros(len(texts), np.int64), *words),
+                                  hasher.signatures_from_split(*words))
+    with pytest.raises(ValueError, match="char_k"):
+        hasher.signatures_mixed(norm, char_k[:-1])
+
+
 def test_band_hashes():
     rng = np.random.default_rng(0)
     sig = rng.integers(0, 2**32, (3, 112), dtype=np.uint64).astype(np.uint32)

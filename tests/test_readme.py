@@ -5,6 +5,7 @@ the slow suite). `make demo` itself is the one block not run here (it is the dem
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -115,14 +116,17 @@ def curate_lines() -> list[str]:
 
 def test_curate_commands_run_on_two_bundled_warcs(workdir):
     lines = curate_lines()
-    assert [shlex.split(c)[1] for c in lines] == ["run", "run", "stats", "dedup", "tokenize", "train-tokenizer",
-                                                  "check-shards"]
+    assert [shlex.split(c)[1] for c in lines] == ["run", "run", "stats", "dedup", "dedup", "tokenize",
+                                                  "train-tokenizer", "check-shards"]
     for line in lines:
         run(line, workdir)
     assert (workdir / "webmill-out" / "WARC_DIR" / "shards" / "manifest.json").is_file()  # the default OUT
     assert (workdir / "OUT" / "report" / "report.html").is_file()
     assert (workdir / "OUT" / "shards" / "manifest.json").is_file()
     assert (workdir / "tok").is_dir() and any((workdir / "tok").iterdir())
+    # the same two archives: the documents OUT kept are duplicates here and are removed
+    against = json.loads((workdir / "webmill-out" / "WARC_DIR" / "stats" / "dedup.json").read_text())["against"]
+    assert against["documents"] > 0 and against["documents_removed"] >= against["documents"]
 
 
 def test_python_block_runs(tmp_path, examples_warc):

@@ -37,7 +37,7 @@ def test_rule_class_names_are_the_registry_names():
     for stage in RULE_STAGES:
         assert stage.load_class().name == stage.name
     assert [r.name for r in build_rules(load_config()["filters"])] == [s.name for s in RULE_STAGES]
-    assert (documents.RECORD, documents.URL, documents.EXTRACT, documents.LANGUAGE) == tuple(
+    assert (documents.RECORD, documents.URL, documents.EXTRACT, documents.LANGUAGE, documents.DECONTAM) == tuple(
         s.name for s in DOCUMENT_STAGES if s.kind != "rule")
 
 
@@ -49,7 +49,7 @@ def test_config_sections_follow_the_registry():
         for key in stage.section:
             assert key in table, f"config has no [{'.'.join(stage.section)}] for stage {stage.name}"
             table = table[key]
-        assert table.get("enabled", True) is True
+        assert table.get("enabled", True) is (stage.kind != "decontam")  # decontamination is opt-in
         if stage.cls:
             assert CLASS_SECTIONS[stage.section] == stage.cls
             assert class_for(stage.section) is stage.load_class()

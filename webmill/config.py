@@ -16,6 +16,7 @@ as it should.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -48,6 +49,15 @@ DEFAULTS: dict[str, Any] = {
         "n_buckets": 20,  # Nemotron-CC (Su et al. 2024, section 2.2)
     },
     "rephrase": {"enabled": False},  # + RephraseConfig fields (docs/rephrase.md)
+    # benchmark decontamination (docs/decontamination.md): drop or flag documents sharing an
+    # n-gram with an eval set; off by default (then left out of config_hash: outputs unchanged)
+    "decontaminate": {
+        "enabled": False,
+        "sets": [],  # paths/globs/URLs, or tables {path = "...", field = "question", name = "mmlu"}
+        "ngram": 13,  # words per n-gram: GPT-3's choice (Brown et al. 2020, appendix C)
+        "min_words": 8,  # shorter items are skipped; GPT-3's minimum N (appendix C)
+        "action": "remove",  # "remove" (drop reason decontam_<set>) | "flag" (column decontam_sets)
+    },
     "tokenize": {
         "tokenizer": "cl100k_base",
         "shard_tokens": 100_000_000,
@@ -92,14 +102,17 @@ def _check_class_section(path: tuple[str, ...], table: dict) -> None:
         raise UserError(f"config [{where}] enabled must be true or false, got {table['enabled']!r}")
     if set(table) <= {"enabled"}:
         return
-    params = inspect.signature(class_for(path)).parameters
+    cls = class_for(path)
+    params = inspect.signature(cls).parameters
+    factories = {f.name: f.default_factory for f in dataclasses.fields(cls)
+                 if f.default_factory is not dataclasses.MISSING} if dataclasses.is_dataclass(cls) else {}
     for key, value in table.items():
         if key == "enabled":
             continue
         if key not in params:
             known = ", ".join(k for k, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
             raise UserError(f"unknown config key [{where}] {key!r}; known keys: enabled, {known}")
-        default = params[key].default
+        default = factories[key]() if key in factories else params[key].default
         if value is False and isinstance(default, (int, float)) and not isinstance(default, bool):
             continue  # `false` turns a threshold off in the rule classes
         if default is not inspect.Parameter.empty and not _type_ok(value, default):
@@ -159,7 +172,23 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         _merge(cfg, read_toml(path), ())
     if overrides:
         _merge(cfg, overrides, ())
+    _check_decontaminate(cfg["decontaminate"])
     return cfg
+
+
+def _check_decontaminate(table: dict) -> None:
+    """``[decontaminate]`` values that types alone do not check (the eval files are read, and
+    checked, when the run builds its index: :func:`webmill.curate.decontam.prepare_index`).
+
+    Raises:
+        UserError: ``action`` not remove/flag, ``ngram``/``min_words`` out of range (names the key).
+    """
+    from webmill.filters.decontam import ACTIONS, check_params
+
+    if table["action"] not in ACTIONS:
+        raise UserError(f"config [decontaminate] action must be one of {', '.join(ACTIONS)}, "
+                        f"got {table['action']!r}")
+    check_params(table["ngram"], table["min_words"])
 
 
 def kwargs_of(table: dict) -> dict:
@@ -174,6 +203,10 @@ def config_hash(cfg: dict) -> str:
     """sha256 hex of the canonical JSON of ``cfg`` (recorded in markers and the shard manifest),
     without the tables in :data:`NOT_HASHED`: ``[ray]`` (workers, resources, retries) and
     ``[storage]`` (filesystem options, credentials) do not change the outputs, so a rerun with
-    more workers or on another cluster resumes the same run and writes the same bytes."""
-    cfg = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+    more workers or on another cluster resumes the same run and writes the same bytes.
+    ``[decontaminate]`` counts only when enabled, so a run without it keeps the hash it had
+    before the stage existed (the eval files' content is not hashed: after editing them, rerun
+    with ``--force``)."""
+    cfg = {k: v for k, v in cfg.items() if k not in NOT_HASHED
+           and (k != "decontaminate" or v.get("enabled"))}
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()

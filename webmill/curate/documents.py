@@ -1,5 +1,6 @@
 """The per-document stages for one input file: read → URL blocklist → language pre-check →
-extract → language ID → heuristic rules → ``OUT/documents/<stem>.parquet`` +
+extract → language ID → heuristic rules → decontamination (when enabled) →
+``OUT/documents/<stem>.parquet`` +
 ``OUT/stats/<stem>.json`` + marker.
 
 :class:`FileProcessor` holds the loaded models (lid.176, blocklists, the extraction subprocess)
@@ -24,12 +25,14 @@ from webmill.curate.stages import DOCUMENT_STAGES, build_rules, class_for
 from webmill.errors import UserError
 from webmill.curate.readers import MAX_PAYLOAD_BYTES, ReadError, document_id, input_stem, iter_records
 from webmill.filters.base import Document
+from webmill.filters.decontam import FLAG_COLUMN
 from webmill.storage import Storage, as_storage
 
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 # registry names of the stages that are not heuristic rules (rules count under ``rule.name``)
 _NAME = {s.kind: s.name for s in DOCUMENT_STAGES if s.kind != "rule"}
 RECORD, URL, EXTRACT, LANGUAGE = _NAME["record"], _NAME["url"], _NAME["extract"], _NAME["language"]
+DECONTAM = _NAME["decontam"]
 MAX_LISTED_ERRORS = 100  # errors listed per file in stats (all are counted)
 
 
@@ -53,6 +56,14 @@ class FileProcessor:
         self.language = (class_for(("language",))(**kwargs_of(cfg["language"]))
                          if cfg["language"].get("enabled", True) else None)
         self.rules = build_rules(cfg["filters"])
+        self.decontam = None  # the index is built once by the driver (decontam.prepare_index)
+        self.schema = DOCUMENT_SCHEMA
+        if cfg.get("decontaminate", {}).get("enabled", False):
+            from webmill.curate.decontam import load_filter
+
+            self.decontam = load_filter(self.out, cfg)
+            if self.decontam.action == "flag":
+                self.schema = DOCUMENT_SCHEMA.append(pa.field(FLAG_COLUMN, pa.list_(pa.string())))
         ex = cfg["extract"]
         statuses = ex["http_status"]
         if isinstance(statuses, str) or not all(
@@ -83,10 +94,12 @@ class FileProcessor:
         error_records: list[dict] = []
         read_errors: list[ReadError] = []
         n_records = n_errors = 0
-        rows: dict[str, list] = {f.name: [] for f in DOCUMENT_SCHEMA}
+        rows: dict[str, list] = {f.name: [] for f in self.schema}
         removed: dict[str, list[dict]] = {}
         write_removed = self.cfg["output"].get("write_removed", False)
         source_name = path.rstrip("/").rsplit("/", 1)[-1]
+        if self.decontam is not None:
+            self.decontam.reset()
 
         def drop(reason: str, doc: Document | None = None, stage: str = "") -> None:
             dropped[reason] += 1
@@ -110,7 +123,7 @@ class FileProcessor:
         secs["read"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        table = pa.table(rows, schema=DOCUMENT_SCHEMA)
+        table = pa.table(rows, schema=self.schema)
         self.out.write_parquet(f"documents/{stem}.parquet", table)
         for stage, docs in removed.items():
             self.out.write_parquet(f"removed/{stage}/{stem}.parquet", pa.Table.from_pylist(docs))
@@ -133,6 +146,8 @@ class FileProcessor:
             "seconds_total": round(time.perf_counter() - t_start, 4),
             "config_hash": self.cfg_hash,
         }
+        if self.decontam is not None:  # per eval set: documents hit, n-grams matched
+            stats["decontaminate"] = self.decontam.stats()
         self.out.write_json(f"stats/{stem}.json", stats)
         self.out.write_json(marker_rel(stem), {"input": path, "config_hash": self.cfg_hash,
                                                "kept": table.num_rows})
@@ -204,6 +219,13 @@ class FileProcessor:
             if not keep:
                 return drop(reason, doc, rule.name)
             stages[rule.name] += 1
+        if self.decontam is not None:
+            t = time.perf_counter()
+            keep, reason = self.decontam.filter(doc)
+            secs[DECONTAM] += time.perf_counter() - t
+            if not keep:
+                return drop(reason, doc, DECONTAM)
+            stages[DECONTAM] += 1
         chars["kept"] += len(doc.text)
         host = ""
         try:
@@ -219,3 +241,5 @@ class FileProcessor:
         rows["text"].append(doc.text)
         rows["language"].append(doc.metadata.get("language", ""))
         rows["language_score"].append(doc.metadata.get("language_score", 0.0))
+        if FLAG_COLUMN in rows:  # [decontaminate] action = "flag": the eval sets hit
+            rows[FLAG_COLUMN].append(doc.metadata.get(FLAG_COLUMN, []))

@@ -30,17 +30,15 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from webmill.config import config_hash, kwargs_of
 from webmill.curate.inputs import (INPUT_SUFFIXES, assign_stems, check_inputs,  # noqa: F401 - re-exported
                                    discover_inputs)
 from webmill.curate.outputs import PER_FILE_DIRS, marker_rel
-from webmill.curate.workers import collect_worker_logs, init_ray, map_files, map_options  # noqa: F401 - re-exported
+from webmill.curate.workers import collect_worker_logs, init_ray, map_files, map_options, run_log_dir  # noqa: F401 - re-exported
 from webmill.errors import UserError
 from webmill.storage import Storage, as_storage, configure_storage
 
@@ -121,6 +119,13 @@ def run_documents(files: list[str], out: str | os.PathLike | Storage, cfg: dict,
 
             hashed_list(ASSETS / "domains.gz")
             hashed_list(ASSETS / "urls.gz")
+        if cfg.get("decontaminate", {}).get("enabled"):  # the n-gram index, built once here; actors load it
+            from webmill.curate.decontam import prepare_index
+
+            for s in prepare_index(st, cfg)["sets"]:
+                bad = f", {s['bad_lines']} bad lines skipped (listed in {st.uri('decontam/index.json')})" \
+                    if s["bad_lines"] else ""
+                echo(f"decontaminate: {s['name']}: {s['items']} items, {s['ngrams']} n-grams{bad}")
 
         def done(_i: int, stats: dict) -> None:
             result["done"].append(stats)
@@ -158,7 +163,8 @@ def run_global_steps(out: str | os.PathLike | Storage, cfg: dict, tokenize: bool
     if cfg["dedup"].get("enabled", True):
         from webmill.curate.dedup import DedupConfig, run_dedup
 
-        run_dedup(st, DedupConfig(**kwargs_of(cfg["dedup"])), input_subdir="documents", output_subdir="deduped")
+        kwargs = {"write_removed": cfg["output"].get("write_removed", False), **kwargs_of(cfg["dedup"])}
+        run_dedup(st, DedupConfig(**kwargs), input_subdir="documents", output_subdir="deduped")
         src = "deduped"
     if cfg["pii"].get("enabled", True) or cfg["quality"].get("enabled", False):
         from webmill.curate.finalize import run_finalize
@@ -267,8 +273,7 @@ def run_pipeline(inputs: list[str] | Inputs, out: str | os.PathLike | Storage, c
         inputs = prepare_inputs(inputs)
     validate_languages(cfg)
     st.check_writable()
-    log_dir = st.local_path("logs") if st.is_local else Path(tempfile.mkdtemp(prefix="webmill-ray-logs-"))
-    log_dir = init_ray(ray_address, log_dir=log_dir, verbose=verbose)
+    log_dir = init_ray(ray_address, log_dir=run_log_dir(st), verbose=verbose)
     if log_dir is not None and not st.is_local:
         echo(f"Ray logs of this run: {log_dir} (OUT is not on local disk)")
     try:

@@ -36,7 +36,9 @@ class Stage:
     Attributes:
         name: the key of the stage in stats (``stages``), the funnel and the report.
         kind: ``"record"`` (record selection, no class), ``"url"``, ``"extract"``,
-            ``"language"`` or ``"rule"`` (a heuristic rule of the FineWeb chain).
+            ``"language"``, ``"rule"`` (a heuristic rule of the FineWeb chain) or ``"decontam"``
+            (benchmark decontamination, :class:`webmill.filters.decontam.DecontamFilter`, built
+            by :func:`webmill.curate.decontam.load_filter`; reasons ``decontam_<set>``).
         section: config table path (``("filters", "c4")`` is ``[filters.c4]``), or ``None``.
         cls: ``"module:Class"`` built from the table's keys (minus ``enabled``), or ``None``.
         reasons: the stable drop reasons of the stage (for a class: its ``REASONS``).
@@ -77,6 +79,9 @@ DOCUMENT_STAGES: tuple[Stage, ...] = (
     Stage("c4", "rule", ("filters", "c4"), "webmill.filters.c4:C4Filter", prefix="c4_"),
     Stage("fineweb", "rule", ("filters", "fineweb"), "webmill.filters.fineweb:FineWebQualityFilter",
           prefix="fineweb_"),
+    # benchmark decontamination (off by default): built from [decontaminate] and the n-gram
+    # index of the eval sets (webmill.curate.decontam), not from the table's keys alone
+    Stage("decontaminate", "decontam", ("decontaminate",), prefix="decontam_"),
 )
 
 STAGES: dict[str, Stage] = {s.name: s for s in DOCUMENT_STAGES}

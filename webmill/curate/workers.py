@@ -48,6 +48,14 @@ def _quiet_ray_loggers(log_file: Path) -> None:
         lg.propagate = False
 
 
+def run_log_dir(st) -> Path:
+    """Where Ray's own logs of a command over ``OUT`` go: ``OUT/logs`` when ``OUT`` (a
+    :class:`~webmill.storage.Storage`) is on local disk, else a new local temp directory."""
+    import tempfile
+
+    return st.local_path("logs") if st.is_local else Path(tempfile.mkdtemp(prefix="webmill-ray-logs-"))
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: str | Path | None = None,
              verbose: bool = False) -> Path | None:
     """Connect to ``address`` (or ``$RAY_ADDRESS``) or start an embedded local Ray.

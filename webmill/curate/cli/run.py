@@ -93,6 +93,11 @@ def run(
                                             help="LLM rephrasing (settings in the config's rephrase "
                                             "table; default: off)."),
     tokenize: bool = typer.Option(True, "--tokenize/--no-tokenize", help="Write token shards."),
+    decontaminate: Optional[list[str]] = typer.Option(
+        None, "--decontaminate", metavar="FILE", show_default=False,
+        help="Eval set to decontaminate against (JSONL 'text' field, Parquet 'text' column or one item "
+        "per line of .txt; a glob or URL works too); repeatable; turns [decontaminate] on and adds "
+        "to its sets (docs/decontamination.md)."),
     force: bool = typer.Option(False, help="Reprocess inputs that already have a completion marker."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report at the end."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own logs on the terminal "
@@ -126,6 +131,9 @@ def run(
     overrides.setdefault("dedup", {})["enabled"] = dedup
     overrides.setdefault("pii", {})["enabled"] = pii
     cfg = load_config(config, overrides)
+    if decontaminate:
+        cfg["decontaminate"]["enabled"] = True
+        cfg["decontaminate"]["sets"] = list(cfg["decontaminate"]["sets"]) + list(decontaminate)
     configure_storage(cfg["storage"])  # [storage.<protocol>] options for inputs and OUT
     prepared = prepare_inputs(inputs)
     st = as_storage(out if out else default_out(inputs))
@@ -164,13 +172,12 @@ def finalize(
     """PII scrubbing + quality scoring: OUT/deduped → OUT/final (stats in OUT/stats/final.json)."""
     from webmill.config import load_config
     from webmill.curate.finalize import run_finalize
-    from webmill.curate.workers import init_ray
-
-    from webmill.storage import configure_storage
+    from webmill.curate.workers import init_ray, run_log_dir
+    from webmill.storage import as_storage, configure_storage
 
     cfg = load_config(config, {"quality": {"enabled": quality}} if quality is not None else None)
     configure_storage(cfg["storage"])
-    init_ray(ray_address)
+    init_ray(ray_address, log_dir=run_log_dir(as_storage(out)))  # Ray's own logs: OUT/logs
     s = run_finalize(out, cfg, input_subdir=input_subdir)
     print(f"finalize: {s['documents_in']} → {s['documents_out']} documents; PII {s['pii_counts']}")
 

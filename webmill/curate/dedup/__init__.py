@@ -11,15 +11,25 @@ Plan (see docs/dedup.md for the memory model and what to do at scale)::
                      hash of the band key; sort shuffle by default); each of the P groups is
                      scanned vectorized (sort by band, key, doc); every bucket with >= 2
                      documents emits star edges (smallest doc -> each other doc)
-      3. components  graph.py, driver: scipy.sparse.csgraph.connected_components on the edges
-                     (refused above ``max_edges_single_worker`` edges, with advice)
-      4. keep        files.py, one Ray task per file holding component members reads ``id`` and
-                     ``quality_score``; the driver keeps, per component, the highest
-                     ``quality_score`` (missing = lowest), ties -> smallest ``id`` -> smallest
-                     global row index
+      3. components  ``components="single"``: graph.py, driver: edges pulled and deduplicated
+                     (band copies), scipy.sparse.csgraph.connected_components (refused above
+                     ``max_edges_single_worker`` edges); ``"distributed"``: components.py,
+                     large-star/small-star as Ray tasks on the edge blocks (labels stay in
+                     the object store);
+                     ``"auto"``: distributed above ``distributed_min_edges`` edges. Exact groups
+                     are the exact-key stars (graph.exact_groups), no second components pass
+      4. keep        keep.py, per component the highest ``quality_score`` (missing =
+                     lowest), ties -> smallest ``id`` -> smallest global row index; documents of
+                     earlier runs (``against``) always win. Single path: one Ray task per file
+                     reads ``id``/``quality_score`` of its members, the driver sorts. Distributed
+                     path: labels regrouped to files, member keys read per file, regrouped by
+                     component, one task per partition decides, decisions regrouped to files
+                     (nothing per document on the driver)
       5. write       files.py, one Ray task per file streams the file again, drops removed
                      rows, adds ``dedup_cluster`` and publishes OUT/<output_subdir>/<stem>.parquet
-                     atomically
+                     atomically (removed rows -> OUT/removed/dedup/ with ``write_removed``);
+                     then its index file OUT/dedup_index/<stem>.parquet (index.py,
+                     ``write_index``: band keys of the kept documents, for a later ``against``)
     stats -> OUT/stats/dedup.json          (driver: job.py, run_dedup)
 
 Why each Ray mechanism:
@@ -30,9 +40,10 @@ Why each Ray mechanism:
   list of file names because its output is the Dataset that the shuffle consumes; its function
   reads each file itself through :class:`~webmill.storage.Storage` (no Ray Data datasource), so
   ``OUT`` may be on any fsspec filesystem.
-* **Plain Ray tasks** (stages 4-5): per-file work that holds no state worth keeping in a worker
-  (no model to load, unlike ``finalize``'s actors), so one stateless task per file is the
-  simplest form; ``ray.get`` returns the results in file order.
+* **Plain Ray tasks** (distributed stage 3, stages 4-5): per-file and per-partition work that
+  holds no state worth keeping in a worker (no model to load, unlike ``finalize``'s actors), so
+  stateless tasks passing ObjectRefs are the simplest form; ``ray.get`` returns the results in
+  file order.
 
 Exact duplicates are treated as one more LSH "band" whose key is the whole normalized text, so
 one shuffle serves both; since identical normalized texts have identical signatures, the
@@ -45,18 +56,26 @@ Every read and write of ``OUT`` goes through :mod:`webmill.storage`. The typer c
 
 from webmill.curate.dedup.config import (
     BYTES_PER_BAND_ROW,
+    COMPONENTS_MODES,
     EXACT_BAND,
     KEEP_POLICIES,
     SHUFFLE_STRATEGIES,
     DedupConfig,
 )
 from webmill.curate.dedup.files import read_keep_columns, scan_inputs, write_deduped_file
-from webmill.curate.dedup.graph import bucket_edges, component_stats, connected_components
-from webmill.curate.dedup.job import run_dedup
+from webmill.curate.dedup.graph import (
+    bucket_edges,
+    component_stats,
+    connected_components,
+    exact_groups,
+    unique_edges,
+)
+from webmill.curate.dedup.job import REMOVED_SUBDIR, run_dedup
 from webmill.curate.dedup.signatures import band_rows_for_file
 
 __all__ = [
-    "BYTES_PER_BAND_ROW", "EXACT_BAND", "KEEP_POLICIES", "SHUFFLE_STRATEGIES", "DedupConfig",
-    "band_rows_for_file", "bucket_edges", "component_stats", "connected_components",
-    "read_keep_columns", "run_dedup", "scan_inputs", "write_deduped_file",
+    "BYTES_PER_BAND_ROW", "COMPONENTS_MODES", "EXACT_BAND", "KEEP_POLICIES", "REMOVED_SUBDIR",
+    "SHUFFLE_STRATEGIES", "DedupConfig", "band_rows_for_file", "bucket_edges", "component_stats",
+    "connected_components", "exact_groups", "read_keep_columns", "run_dedup", "scan_inputs",
+    "unique_edges", "write_deduped_file",
 ]

@@ -71,31 +71,48 @@ def read_keep_columns(storage: Storage, rel: str, local_rows: np.ndarray) -> pa.
 
 def write_deduped_file(
     storage: Storage, src: str, dst: str, local_rows: np.ndarray, cluster: np.ndarray, remove: np.ndarray,
-    batch_docs: int,
+    batch_docs: int, removed_dst: str | None = None, kept_id: np.ndarray | None = None,
+    reason: np.ndarray | None = None,
 ) -> dict[str, int]:
     """Stream document file ``src`` to ``dst`` (both relative to ``storage``) without removed rows
-    and with ``dedup_cluster``.
+    and with ``dedup_cluster``; optionally the removed rows to ``removed_dst``.
 
     Args:
         local_rows: int64 sorted row numbers (in ``src``) of the documents in a component.
         cluster: int64 component id of each of those rows (others get -1).
         remove: bool, whether each of those rows is dropped.
         batch_docs: rows read per step (bounds memory).
+        removed_dst: if given, the removed rows go there with every input column,
+            ``dedup_cluster``, ``kept_id`` (string: id of the document kept in the component)
+            and ``reason`` (string, ``"dedup_exact"`` | ``"dedup_near"``).
+        kept_id, reason: object arrays aligned with ``local_rows`` (read where ``remove``);
+            required with ``removed_dst``.
 
     Output: same columns in the same order (an existing ``dedup_cluster`` is replaced) plus
     ``dedup_cluster`` int64; rows in input order; zstd with statistics, one row group per batch
     of ``batch_docs`` input rows; published atomically (:meth:`Storage.atomic_write`), so readers never
-    see a partial file. Returns ``{"in", "out"}`` row counts.
+    see a partial file (``removed_dst`` likewise). Returns ``{"in", "out"}`` row counts.
     """
+    import contextlib
+
     import pyarrow.parquet as pq
 
     pf = storage.parquet_file(src)
     in_schema = pf.schema_arrow
-    base_fields = [f for f in in_schema if f.name != "dedup_cluster"]
-    out_schema = pa.schema(base_fields + [pa.field("dedup_cluster", pa.int64())], metadata=in_schema.metadata)
+    base_fields = [f for f in in_schema if f.name not in ("dedup_cluster", "kept_id", "reason")]
+    out_fields = [f for f in in_schema if f.name != "dedup_cluster"]
+    out_schema = pa.schema(out_fields + [pa.field("dedup_cluster", pa.int64())], metadata=in_schema.metadata)
+    rm_schema = pa.schema(base_fields + [pa.field("dedup_cluster", pa.int64()), pa.field("kept_id", pa.string()),
+                                         pa.field("reason", pa.string())], metadata=in_schema.metadata)
     n_in = n_out = 0
-    with storage.atomic_write(dst) as sink, \
-            pq.ParquetWriter(sink, out_schema, compression="zstd", write_statistics=True) as writer:
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(storage.atomic_write(dst))
+        writer = stack.enter_context(pq.ParquetWriter(sink, out_schema, compression="zstd", write_statistics=True))
+        rm_writer = None
+        if removed_dst is not None:
+            rm_sink = stack.enter_context(storage.atomic_write(removed_dst))
+            rm_writer = stack.enter_context(pq.ParquetWriter(rm_sink, rm_schema, compression="zstd",
+                                                             write_statistics=True))
         row = 0
         for rb in pf.iter_batches(batch_size=batch_docs):
             n = rb.num_rows
@@ -104,10 +121,18 @@ def write_deduped_file(
             keep = np.ones(n, dtype=bool)
             cl[local_rows[lo:hi] - row] = cluster[lo:hi]
             keep[local_rows[lo:hi] - row] = ~remove[lo:hi]
-            table = pa.Table.from_batches([rb]).select([f.name for f in base_fields])
-            table = table.append_column("dedup_cluster", pa.array(cl)).filter(pa.array(keep))
-            writer.write_table(table.cast(out_schema))
+            table = pa.Table.from_batches([rb])
+            kept_table = table.select([f.name for f in out_fields]).append_column("dedup_cluster", pa.array(cl))
+            kept_table = kept_table.filter(pa.array(keep))
+            writer.write_table(kept_table.cast(out_schema))
+            if rm_writer is not None:
+                gone = remove[lo:hi]
+                rm = table.select([f.name for f in base_fields]).filter(pa.array(~keep))
+                rm = rm.append_column("dedup_cluster", pa.array(cl[~keep]))
+                rm = rm.append_column("kept_id", pa.array(list(kept_id[lo:hi][gone]), pa.string()))
+                rm = rm.append_column("reason", pa.array(list(reason[lo:hi][gone]), pa.string()))
+                rm_writer.write_table(rm.cast(rm_schema))
             row += n
             n_in += n
-            n_out += table.num_rows
+            n_out += kept_table.num_rows
     return {"in": n_in, "out": n_out}

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from webmill.curate.report.decontam_section import decontam_section
 from webmill.curate.report.funnel_section import funnel_section
 from webmill.curate.report.inputs import hosts, read_json, read_jsonl, table_column
 from webmill.curate.report.numbers import describe, registered_domains, s_curve
@@ -253,7 +254,8 @@ def collect_stats(out: str | os.PathLike | Storage) -> dict:
     res["throughput"] = throughput_section(run, totals)
     res.update(documents_section(run))
     res.update(pii_quality_sections(run))
-    for key, section in (("dedup", dedup_section), ("rephrase", rephrase_section), ("tokens", tokens_section)):
+    for key, section in (("decontaminate", decontam_section), ("dedup", dedup_section),
+                         ("rephrase", rephrase_section), ("tokens", tokens_section)):
         value = section(run)
         if value:
             res[key] = value

@@ -137,6 +137,23 @@ def _quality(p: _Page) -> list[str]:
     return parts
 
 
+def _decontam(p: _Page) -> list[str]:
+    """Only for runs with the (opt-in) decontamination stage."""
+    parts = []
+    if p.stats.get("decontaminate"):
+        parts.append("<h2 id=\"decontaminate\">Decontamination</h2>")
+        d = p.stats["decontaminate"]
+        what = ("documents hitting a set were dropped (reason decontam_&lt;set&gt;, first set in config order)"
+                if d.get("action") == "remove" else "documents hitting a set were kept and flagged (column decontam_sets)")
+        parts.append(f'<p class="small">{_fmt(d.get("ngram"))}-word n-grams shared with each eval set; {what}. '
+                     "A document may hit several sets.</p>")
+        parts.append(_table(["eval set", "items", "n-grams indexed", "items too short", "bad lines",
+                             "documents hit", "n-grams matched"],
+                            [[s["name"], s.get("items"), s.get("ngrams_indexed"), s.get("items_skipped"),
+                              s.get("bad_lines"), s["documents_hit"], s["ngrams_matched"]] for s in d["sets"]]))
+    return parts
+
+
 def _dedup(p: _Page) -> list[str]:
     parts = ["<h2 id=\"dedup\">Deduplication</h2>" + p.skip_note("dedup")]
     if p.stats.get("dedup"):
@@ -200,7 +217,7 @@ def _throughput(p: _Page) -> list[str]:
     return parts
 
 
-SECTIONS = (_header, _funnel, _files, _documents, _quality, _dedup, _pii, _rephrase, _tokens, _throughput)
+SECTIONS = (_header, _funnel, _files, _documents, _quality, _decontam, _dedup, _pii, _rephrase, _tokens, _throughput)
 
 
 def render_html(stats: dict, plots: dict[str, bytes]) -> str:
