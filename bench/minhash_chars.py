@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from jaccard_gen import WARC_DIR, load_html_documents  # noqa: E402
 
 from webmill.curate import minhash as mh  # noqa: E402
+from webmill.curate import minhash_chars as mc  # noqa: E402
 
 ZH_FILES = ("cc_CC-MAIN-2020-34_resiliparse-sample.warc.gz", "webrecorder_2018_jd-com_zh.warc.gz",
             "webrecorder_2018_sina-com-cn_zh.warc.gz", "webrecorder_2018_qq-com_zh-gb2312.warc.gz")
@@ -85,15 +86,15 @@ def main() -> None:
     # correctness first: datasketch with the same hash function gives the same signatures
     ref_sig = hasher.signatures_from_chars(zh_norm[:50], 5)
     for i in range(50):
-        m = datasketch.MinHash(num_perm=112, seed=1, hashfunc=mh.xxh3_chars_hash32)
-        m.update_batch(mh.char_shingles(mh.normalize_chars(zh[i]), 5))
+        m = datasketch.MinHash(num_perm=112, seed=1, hashfunc=mc.xxh3_chars_hash32)
+        m.update_batch(mc.char_shingles(mc.normalize_chars(zh[i]), 5))
         assert (m.hashvalues == ref_sig[i]).all(), i
 
     def datasketch_chars():
         out = []
         for t in zh_norm[: args.docs // 10]:
-            m = datasketch.MinHash(num_perm=112, seed=1, hashfunc=mh.xxh3_chars_hash32)
-            m.update_batch(mh.char_shingles(t.replace(b" ", b"").decode(), 5))
+            m = datasketch.MinHash(num_perm=112, seed=1, hashfunc=mc.xxh3_chars_hash32)
+            m.update_batch(mc.char_shingles(t.replace(b" ", b"").decode(), 5))
             out.append(m.hashvalues)
         return np.array(out)
 
@@ -108,7 +109,7 @@ def main() -> None:
         sec, _ = timed(fn, args.repeats)
         mb = sum(len(b) for b in norm) / 1e6
         if "character" in name:
-            n_sh = np.diff(mh.MinHasher().char_shingle_hashes_split(*mh.split_chars(norm), 5)[1]).mean()
+            n_sh = np.diff(mh.MinHasher().char_shingle_hashes_split(*mc.split_chars(norm), 5)[1]).mean()
         else:
             n_sh = np.diff(mh.MinHasher().shingle_hashes_split(*mh.split_words(norm))[1]).mean()
         print(f"{name:58s} {len(norm) / sec:8.0f} {mb / sec:6.2f} {n_sh:12.0f}")

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from webmill.curate.minhash import char_shingles, normalize_chars, normalize_words, shingles
+from webmill.curate.minhash import normalize_words, shingles
+from webmill.curate.minhash_chars import char_shingles, normalize_chars
 from webmill.curate.outputs import DOCUMENT_SCHEMA
 
 WARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "warc"
@@ -178,7 +179,7 @@ def real_base_documents(min_words: int = 200, max_words: int = 600) -> list[list
 
 def char_shingle_set(text: str, k: int = 5) -> set[bytes]:
     """The set of ``k``-character shingles of ``text`` (same construction as the dedup step:
-    :func:`~webmill.curate.minhash.normalize_chars`, then character ``k``-grams)."""
+    :func:`~webmill.curate.minhash_chars.normalize_chars`, then character ``k``-grams)."""
     return set(char_shingles(normalize_chars(text), k))
 
 

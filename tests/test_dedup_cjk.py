@@ -25,6 +25,7 @@ from jaccard_gen import (
 )
 
 from webmill.curate import minhash as mh
+from webmill.curate import minhash_chars as mc
 from webmill.curate.dedup import DedupConfig, band_rows_for_file, run_dedup
 from webmill.curate.dedup.signatures import char_shingle_sizes
 from webmill.storage import as_storage
@@ -52,7 +53,7 @@ def corpus() -> dict:
     rng = random.Random(18)
     pairs = []
     for i, d in enumerate(docs):
-        if d["language"] in ("zh", "ja") and len(mh.normalize_chars(d["text"])) >= 100:
+        if d["language"] in ("zh", "ja") and len(mc.normalize_chars(d["text"])) >= 100:
             for target, tag in ((NEAR, "near"), (FAR, "far")):
                 text, j = char_jaccard_pair(d["text"], target, rng)
                 pairs.append({"base": i, "kind": tag, "text": text, "char_j": j, "language": lid(text),

@@ -13,6 +13,7 @@ from datasketch.hashfunc import sha1_hash32 as datasketch_sha1_hash32
 from jaccard_gen import jaccard_pair, load_html_documents, load_wet_documents, real_base_documents
 
 from webmill.curate import minhash as mh
+from webmill.curate import minhash_chars as mc
 
 
 
@@ -126,34 +127,34 @@ def zh_texts() -> list[str]:
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
 @pytest.mark.parametrize("hash_name", mh.SHINGLE_HASHES)
 def test_char_signatures_equal_datasketch_on_real_chinese(zh_texts, hash_name, scheme):
-    """Character shingles: datasketch fed mh.char_shingles with char_shingle_hashfunc gives the
+    """Character shingles: datasketch fed mc.char_shingles with char_shingle_hashfunc gives the
     same signatures (k = 5 and 3; chunk boundaries inside documents)."""
     norm = [mh.normalized_bytes(t) for t in zh_texts]
     hasher = mh.MinHasher(hash_name=hash_name, scheme=scheme, chunk_shingles=997)
     for k in (5, 3):
         sig = hasher.signatures_from_chars(norm, k)
         for i, text in enumerate(zh_texts):
-            m = datasketch.MinHash(num_perm=112, seed=1, hashfunc=mh.char_shingle_hashfunc(hash_name), scheme=scheme)
-            m.update_batch(mh.char_shingles(mh.normalize_chars(text), k))
+            m = datasketch.MinHash(num_perm=112, seed=1, hashfunc=mc.char_shingle_hashfunc(hash_name), scheme=scheme)
+            m.update_batch(mc.char_shingles(mc.normalize_chars(text), k))
             np.testing.assert_array_equal(sig[i], m.hashvalues, err_msg=f"document {i} ({hash_name}, {scheme}, k={k})")
 
 
 def test_char_split_and_shingles(zh_texts):
-    assert mh.normalize_chars("北京，欢迎 你!") == "北京欢迎你"
-    assert mh.normalize_chars("ＡＢ　ｃｄ") == "abcd"  # NFKD folds full-width forms, U+3000 separates
-    cps, off = mh.split_chars([mh.normalized_bytes(t) for t in zh_texts])
+    assert mc.normalize_chars("北京，欢迎 你!") == "北京欢迎你"
+    assert mc.normalize_chars("ＡＢ　ｃｄ") == "abcd"  # NFKD folds full-width forms, U+3000 separates
+    cps, off = mc.split_chars([mh.normalized_bytes(t) for t in zh_texts])
     assert cps.dtype == np.uint32 and off.dtype == np.int64 and len(off) == len(zh_texts) + 1
     for i, t in enumerate(zh_texts):
-        assert "".join(map(chr, cps[off[i] : off[i + 1]].tolist())) == mh.normalize_chars(t)
-    assert mh.char_shingles("北京欢迎你们", 5) == ["北京欢迎你".encode(), "京欢迎你们".encode()]
-    assert mh.char_shingles("北京", 5) == ["北京".encode()] and mh.char_shingles("", 5) == []
+        assert "".join(map(chr, cps[off[i] : off[i + 1]].tolist())) == mc.normalize_chars(t)
+    assert mc.char_shingles("北京欢迎你们", 5) == ["北京欢迎你".encode(), "京欢迎你们".encode()]
+    assert mc.char_shingles("北京", 5) == ["北京".encode()] and mc.char_shingles("", 5) == []
     with pytest.raises(ValueError, match="shingle size"):
-        mh.char_shingles("abc", 0)
+        mc.char_shingles("abc", 0)
     # the char hash is xxh3_words of the characters joined by spaces; shingles do not depend on separators
-    assert mh.xxh3_chars_hash32("北京欢迎你".encode()) == mh.xxh3_words_hash32(" ".join("北京欢迎你").encode())
-    hv, off = mh.MinHasher().char_shingle_hashes_split(*mh.split_chars([mh.normalized_bytes("北京，欢迎 你们!"), b"", b"ab"]), 5)
+    assert mc.xxh3_chars_hash32("北京欢迎你".encode()) == mh.xxh3_words_hash32(" ".join("北京欢迎你").encode())
+    hv, off = mh.MinHasher().char_shingle_hashes_split(*mc.split_chars([mh.normalized_bytes("北京，欢迎 你们!"), b"", b"ab"]), 5)
     assert off.tolist() == [0, 2, 2, 3]
-    assert hv.tolist() == [mh.xxh3_chars_hash32(s) for s in mh.char_shingles("北京欢迎你们", 5) + [b"ab"]]
+    assert hv.tolist() == [mc.xxh3_chars_hash32(s) for s in mc.char_shingles("北京欢迎你们", 5) + [b"ab"]]
 
 
 def test_mixed_batch_matches_per_mode_signatures(zh_texts, real_texts):

@@ -1,8 +1,8 @@
 """Text normalization, word shingles, MinHash signatures and LSH band keys (numpy + pyarrow, no Ray).
 
 Over 500 lines on purpose: one concern, "signatures equal to datasketch's", whose parts change
-together: each shingle construction (words, characters) has a scalar reference hash (the
-datasketch ``hashfunc``) and a vectorized twin, and they are kept next to each other.
+together (each shingle hash has a scalar reference, the datasketch ``hashfunc``, and a vectorized
+twin). The character-shingle functions live in :mod:`webmill.curate.minhash_chars`.
 
 The signatures are bit-for-bit those of ``datasketch.MinHash(num_perm, seed, hashfunc=H,
 scheme=...)`` fed the same shingles (as UTF-8 bytes) with ``update``/``update_batch``; they are
@@ -25,8 +25,8 @@ Choices and their sources
   Chinese-like languages; NeMo Curator shingles character n-grams (``char_ngrams``) for every
   language (docs/dedup.md, "Languages without spaces"). Fewer than k characters: one
   shingle of all of them; none: no shingle. The shingle's bytes are the UTF-8 of its k
-  characters (no separator). Which documents use them is the caller's choice
-  (:meth:`MinHasher.signatures_mixed`, per document).
+  characters (no separator); :mod:`webmill.curate.minhash_chars`. Which documents use them is
+  the caller's choice (:meth:`MinHasher.signatures_mixed`, per document).
 * 112 permutations = 14 bands x 8 rows (FineWeb section 3.4: threshold ~0.75, P(candidate) at
   J=0.8 ~ 0.92). Banding: Leskovec, Rajaraman, Ullman, *Mining of Massive Datasets*, ch. 3.4.
 * Permutations: datasketch 2.0.0 ``MinHash._init_permutations`` reproduced exactly:
@@ -44,7 +44,7 @@ Choices and their sources
       distinct word is hashed once, the rolling polynomial runs in numpy. Per-shingle Python
       hashing was the bottleneck (bench/minhash.py: 8-12x datasketch with the same H).
       For character shingles the units are characters instead of words
-      (:func:`xxh3_chars_hash32`): ``fmix64(sum_i xxh3_64(utf8(char_i)) * P^(k-1-i)) & 0xffffffff``,
+      (``minhash_chars.xxh3_chars_hash32``): ``fmix64(sum_i xxh3_64(utf8(char_i)) * P^(k-1-i)) & 0xffffffff``,
       i.e. exactly ``xxh3_words_hash32`` of the characters joined by spaces; vectorized from the
       codepoints (UTF-32 into numpy), each distinct codepoint hashed once.
     - ``"xxh3"``: ``xxh3_64_intdigest(shingle) & 0xffffffff`` (one Python call per shingle).
@@ -176,61 +176,6 @@ def text_hashes(words: pa.Array, offsets: np.ndarray) -> np.ndarray:
     return np.fromiter(map(xxhash.xxh3_64_intdigest, joined.to_pylist()), dtype=np.uint64, count=len(joined))
 
 
-def normalize_chars(text: str | None) -> str:
-    """The characters of the normalized text, separators removed (``str``): what character
-    shingles are cut from. ``"北京，欢迎 你!"`` -> ``"北京欢迎你"``.
-
-    Raises:
-        TypeError: ``text`` is neither ``str`` nor ``None``.
-    """
-    return normalized_bytes(text).replace(b" ", b"").decode("utf-8")
-
-
-def split_chars(normalized: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Codepoints of many :func:`normalized_bytes` outputs, separators removed (no Python loop
-    over characters: one UTF-8 decode and one UTF-32 encode of the whole batch).
-
-    Returns:
-        ``(codepoints, offsets)``: ``codepoints`` uint32 of shape ``(total_chars,)``;
-        ``offsets`` int64 of shape ``(n_docs + 1,)``, document ``i`` owning
-        ``codepoints[offsets[i]:offsets[i+1]]``. Equal to :func:`normalize_chars` per document.
-
-    Raises:
-        UnicodeDecodeError: an element is not valid UTF-8 (never for :func:`normalized_bytes`).
-    """
-    stripped = [b.replace(b" ", b"") for b in normalized]
-    offsets = np.zeros(len(stripped) + 1, dtype=np.int64)
-    if stripped:
-        lengths = pc.utf8_length(pa.array(stripped, type=pa.large_binary()).cast(pa.large_string()))
-        np.cumsum(lengths.to_numpy(zero_copy_only=False), out=offsets[1:])
-    joined = b"".join(stripped).decode("utf-8").encode("utf-32-le")
-    return np.frombuffer(joined, dtype="<u4").astype(np.uint32, copy=False), offsets
-
-
-_CHAR_TABLE: dict[str, np.ndarray] = {}  # per process: codepoint -> xxh3_64, filled on demand
-
-
-def char_hashes(codepoints: np.ndarray) -> np.ndarray:
-    """XXH3-64 of the UTF-8 bytes of every codepoint (uint64, same shape; codepoints < 0x110000,
-    no surrogate). Each codepoint is hashed once per process (``xxhash.xxh3_64_intdigest``) into
-    a table indexed by codepoint (0x110000 x 9 bytes of virtual memory; only the pages of the
-    scripts seen are touched), so a batch costs one gather (measured: ~10x faster than
-    ``np.unique`` per batch on Chinese text)."""
-    if len(codepoints) == 0:
-        return np.empty(0, dtype=np.uint64)
-    if not _CHAR_TABLE:
-        _CHAR_TABLE["hash"] = np.zeros(0x110000, dtype=np.uint64)
-        _CHAR_TABLE["known"] = np.zeros(0x110000, dtype=bool)
-    table, known = _CHAR_TABLE["hash"], _CHAR_TABLE["known"]
-    new = codepoints[~known[codepoints]]
-    if len(new):
-        new = np.unique(new)
-        table[new] = np.fromiter((xxhash.xxh3_64_intdigest(chr(c).encode("utf-8")) for c in new.tolist()),
-                                 dtype=np.uint64, count=len(new))
-        known[new] = True
-    return table[codepoints]
-
-
 def normalize_text(text: str | None) -> str:
     """Return the normalized text: :func:`normalize_words` joined by single spaces (``str``)."""
     return b" ".join(normalize_words(text)).decode("utf-8", "surrogatepass")
@@ -253,24 +198,6 @@ def shingles(words: Sequence[bytes], shingle_size: int = 5) -> list[bytes]:
     if len(words) < shingle_size:
         return [b" ".join(words)]
     return list(map(b" ".join, zip(*(words[i:] for i in range(shingle_size)))))
-
-
-def char_shingles(chars: str, k: int = 5) -> list[bytes]:
-    """Character ``k``-grams of :func:`normalize_chars` output, as UTF-8 ``bytes``.
-
-    ``0 < len(chars) < k`` gives one shingle of all the characters; ``""`` gives ``[]``.
-    Duplicates are kept.
-
-    Raises:
-        ValueError: ``k < 1``.
-    """
-    if k < 1:
-        raise ValueError(f"character shingle size must be >= 1, got {k}")
-    if not chars:
-        return []
-    if len(chars) < k:
-        return [chars.encode("utf-8")]
-    return [chars[i : i + k].encode("utf-8") for i in range(len(chars) - k + 1)]
 
 
 def text_hash64(words: Sequence[bytes]) -> int:
@@ -307,22 +234,6 @@ def xxh3_words_hash32(shingle: bytes) -> int:
     return _fmix64_int(h) & _M32
 
 
-def xxh3_chars_hash32(shingle: bytes) -> int:
-    """``"xxh3_words"`` for character shingles (scalar reference; pass to datasketch).
-
-    ``shingle`` is the UTF-8 of k characters (no separator); returns
-    ``fmix64(sum_i xxh3_64(utf8(char_i)) * P^(k-1-i) mod 2^64) & 0xffffffff`` (an int < 2^32),
-    which equals :func:`xxh3_words_hash32` of the characters joined by ``b" "``.
-
-    Raises:
-        UnicodeDecodeError: ``shingle`` is not valid UTF-8.
-    """
-    h = 0
-    for ch in shingle.decode("utf-8"):
-        h = (h * _ROLL_P + xxhash.xxh3_64_intdigest(ch.encode("utf-8"))) & _M64
-    return _fmix64_int(h) & _M32
-
-
 def xxh3_hash32(shingle: bytes) -> int:
     """``"xxh3"`` shingle hash: XXH3-64 of the shingle bytes truncated to its low 32 bits."""
     return xxhash.xxh3_64_intdigest(shingle) & _M32
@@ -343,16 +254,6 @@ def shingle_hashfunc(name: str) -> Callable[[bytes], int]:
     if name not in funcs:
         raise ValueError(f"unknown shingle hash {name!r}; choose one of {', '.join(SHINGLE_HASHES)}")
     return funcs[name]
-
-
-def char_shingle_hashfunc(name: str) -> Callable[[bytes], int]:
-    """Scalar hash of *character* shingles for shingle hash ``name`` (datasketch ``hashfunc``):
-    :func:`xxh3_chars_hash32` for ``"xxh3_words"``, else the same function as for words.
-
-    Raises:
-        ValueError: unknown name.
-    """
-    return xxh3_chars_hash32 if name == "xxh3_words" else shingle_hashfunc(name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -498,12 +399,13 @@ class MinHasher:
 
     def char_shingle_hashes_split(self, codepoints: np.ndarray, char_offsets: np.ndarray,
                                   k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Hash every ``k``-character shingle of documents given as a :func:`split_chars` result.
+        """Hash every ``k``-character shingle of documents given as a
+        :func:`~webmill.curate.minhash_chars.split_chars` result.
 
         Returns:
             ``(hv, offsets)`` as :meth:`shingle_hashes_split`: ``hv`` uint32 of shape
-            ``(total_shingles,)``, equal to :func:`char_shingle_hashfunc` of each
-            :func:`char_shingles` item; ``offsets`` int64 of shape ``(n_docs + 1,)``.
+            ``(total_shingles,)``, equal to :func:`~webmill.curate.minhash_chars.char_shingle_hashfunc` of each
+            ``minhash_chars.char_shingles`` item; ``offsets`` int64 of shape ``(n_docs + 1,)``.
 
         Raises:
             ValueError: ``k < 1``.
@@ -513,13 +415,15 @@ class MinHasher:
         counts = np.diff(char_offsets)
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(np.where(counts >= k, counts - k + 1, np.minimum(counts, 1)), out=offsets[1:])
+        from webmill.curate import minhash_chars as mc  # imports this module: loaded on first use
+
         if self.hash_name != "xxh3_words":  # one Python call per shingle
-            hashfunc = char_shingle_hashfunc(self.hash_name)
+            hashfunc = mc.char_shingle_hashfunc(self.hash_name)
             docs = (codepoints[char_offsets[i] : char_offsets[i + 1]].astype("<u4").tobytes().decode("utf-32-le")
                     for i in range(len(counts)))
-            hv = (hashfunc(sh) for doc in docs for sh in char_shingles(doc, k))
+            hv = (hashfunc(sh) for doc in docs for sh in mc.char_shingles(doc, k))
             return np.fromiter(hv, dtype=np.uint32, count=int(offsets[-1])), offsets
-        return _rolling_hash32(char_hashes(codepoints), char_offsets, offsets, k), offsets
+        return _rolling_hash32(mc.char_hashes(codepoints), char_offsets, offsets, k), offsets
 
     def shingle_hashes(self, docs_words: Sequence[Sequence[bytes]]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`shingle_hashes_split` for documents given as lists of normalized words."""
@@ -580,7 +484,9 @@ class MinHasher:
 
     def signatures_from_chars(self, normalized: Sequence[bytes], k: int) -> np.ndarray:
         """Signatures over ``k``-character shingles of :func:`normalized_bytes` outputs (separators
-        removed, see :func:`normalize_chars`); see :meth:`signatures_from_hashes`."""
+        removed, see :func:`~webmill.curate.minhash_chars.normalize_chars`); see :meth:`signatures_from_hashes`."""
+        from webmill.curate.minhash_chars import split_chars
+
         return self.signatures_from_hashes(*self.char_shingle_hashes_split(*split_chars(normalized), k))
 
     def signatures_mixed(self, normalized: Sequence[bytes], char_k: np.ndarray,
