@@ -345,3 +345,29 @@ def test_head_node_killed_then_rerun_resumes(s3_server, s3_bucket, inputs, cfg_f
     assert r.returncode == 0, err[-5000:]
     assert f"skipped {len(done_before)} inputs with completion markers" in err
     assert_same_outputs(out, single_node)
+
+
+@pytest.mark.slow
+def test_distributed_dedup_on_several_nodes_same_bytes(cluster, ex_dir):
+    """Dedup's distributed connected components and keep step on a three-node cluster (the head
+    has no CPU: every task runs on one of the two worker nodes, objects move between raylets)
+    give the bytes of the single-worker path."""
+    import ray
+    from ray.util.state import list_tasks
+
+    from webmill.curate.dedup import DedupConfig, run_dedup
+
+    ray.init(address=cluster.address)
+    out = ex_dir["out"]
+    single = run_dedup(out, DedupConfig(components="single", write_removed=True), output_subdir="cl_single")
+    dist = run_dedup(out, DedupConfig(components="distributed", edges_per_partition=8, write_removed=True),
+                     output_subdir="cl_dist")
+    assert dist["components_path"] == "distributed" and dist["distributed_components"]["partitions"] > 2
+    tasks = [t for t in list_tasks(detail=True, limit=10_000, raise_on_missing_output=False)
+             if t.name.endswith("_large_star")]
+    assert tasks and {t.node_id for t in tasks} == {n.node_id for n in cluster.workers}
+    for name in ex_dir["files"]:
+        assert (out / "cl_single" / f"{name}.parquet").read_bytes() == (out / "cl_dist" / f"{name}.parquet").read_bytes()
+    keys = ("documents_out", "components", "unique_edges", "exact", "minhash")
+    assert {k: single[k] for k in keys} == {k: dist[k] for k in keys}
+    assert single["documents_removed"] == 4  # as the single-node tests of this fixture
