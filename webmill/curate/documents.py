@@ -64,6 +64,8 @@ class FileProcessor:
             self.decontam = load_filter(self.out, cfg)
             if self.decontam.action == "flag":
                 self.schema = DOCUMENT_SCHEMA.append(pa.field(FLAG_COLUMN, pa.list_(pa.string())))
+        # its name is the registry's DECONTAM, so it is counted and timed like a rule
+        self.chain = self.rules + ([self.decontam] if self.decontam is not None else [])
         ex = cfg["extract"]
         statuses = ex["http_status"]
         if isinstance(statuses, str) or not all(
@@ -212,20 +214,13 @@ class FileProcessor:
             if not keep:
                 return drop(reason, doc, LANGUAGE)
         stages[LANGUAGE] += 1
-        for rule in self.rules:
+        for rule in self.chain:  # the FineWeb chain, then decontamination when enabled
             t = time.perf_counter()
             keep, reason = rule.filter(doc)
             secs[rule.name] += time.perf_counter() - t
             if not keep:
                 return drop(reason, doc, rule.name)
             stages[rule.name] += 1
-        if self.decontam is not None:
-            t = time.perf_counter()
-            keep, reason = self.decontam.filter(doc)
-            secs[DECONTAM] += time.perf_counter() - t
-            if not keep:
-                return drop(reason, doc, DECONTAM)
-            stages[DECONTAM] += 1
         chars["kept"] += len(doc.text)
         host = ""
         try:
