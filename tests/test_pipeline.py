@@ -78,14 +78,39 @@ def test_document_schema_and_languages(run_dir):
     assert len(ids) == len(set(ids))
 
 
+def test_quality_on_by_default_keeps_the_fineweb_set(run_dir):
+    """Issue 19 item 3: the default config scores and buckets every document (buckets mode) and
+    drops none: final/ holds exactly the deduplicated documents minus the PII drops."""
+    out, _ = run_dir
+    fin = json.loads((out / "stats" / "final.json").read_text())
+    final = pq.read_table(sorted((out / "final").glob("*.parquet")))
+    deduped = pq.read_table(sorted((out / "deduped").glob("*.parquet")), columns=["id"])
+    assert {"quality_score", "quality_bucket"} <= set(final.column_names)
+    assert fin["quality"]["mode"] == "buckets" and fin["dropped"]["quality"] == 0
+    pii_drops = sum(v for k, v in fin["dropped"].items() if k.startswith("pii_"))
+    assert final.num_rows == deduped.num_rows - pii_drops == fin["quality"]["documents_out"] > 10
+    assert set(final.column("id").to_pylist()) <= set(deduped.column("id").to_pylist())
+    assert sum(fin["quality"]["bucket_sizes"]) == final.num_rows
+    assert sum(fin["quality"]["bucket_words"]) == sum(len(t.split()) for t in final.column("text").to_pylist())
+    # examples of the global steps: one table per file, bounded by [output] examples_per_reason
+    for sub in ("dedup", "final"):
+        names = sorted(p.name for p in (out / "examples" / sub).glob("*.parquet"))
+        assert names == sorted(p.name for p in (out / "deduped").glob("*.parquet"))
+    ex = pq.read_table(sorted((out / "examples" / "dedup").glob("*.parquet")))
+    removed = json.loads((out / "stats" / "dedup.json").read_text())["documents_removed"]
+    assert (ex.num_rows >= 1) == (removed >= 1)  # the bundled sample has no duplicates after filtering
+    assert set(ex.column("reason").to_pylist()) <= {"dedup_exact", "dedup_near"}
+
+
 def test_rerun_reprocesses_only_unmarked_input_with_same_ids(run_dir):
     out, cfg = run_dir
     stem = "wget_2024_researcher-homepages_dolma-sample-0000"
     before = pq.read_table(out / "documents" / f"{stem}.parquet").column("id").to_pylist()
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "stats").glob("*.json")}
     (out / "markers" / f"{stem}.done").unlink()
+    # --no-quality: quality scoring is on by default (issue 19) and would rewrite final.json
     p = curate("run", "examples/warc", "-o", str(out), "-c", str(cfg), "--no-dedup", "--no-pii",
-               "--no-tokenize", "--no-report")
+               "--no-quality", "--no-tokenize", "--no-report")
     assert "skipped 10 inputs" in p.stderr
     changed = {n for n, m in mtimes.items() if (out / "stats" / n).stat().st_mtime_ns != m}
     assert changed == {f"{stem}.json"}

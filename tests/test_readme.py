@@ -27,7 +27,11 @@ FILES = ["wget_2024_researcher-homepages_dolma-sample-0000.warc.gz", "cc_CC-MAIN
 NOT_RUN = {"make demo": "the demo itself (installs, curates and trains for minutes)",
            "make test": "the test suite itself",
            "s3://": "needs an S3 bucket", "ray job submit": "needs a Ray cluster",
-           "--ray-address HEAD": "needs a Ray cluster"}
+           "--ray-address HEAD": "needs a Ray cluster",
+           "--base-url http://127.0.0.1:8000": "needs a served instruct model (tests/test_annotate.py runs "
+                                                "annotate against a llama.cpp server)",
+           "--annotations OUT/annotations": "needs the annotations of the line above "
+                                            "(tests/test_quality_recipe.py runs annotate -> train)"}
 
 
 def blocks(lang: str) -> list[str]:
@@ -116,7 +120,7 @@ def curate_lines() -> list[str]:
 
 def test_curate_commands_run_on_two_bundled_warcs(workdir):
     lines = curate_lines()
-    assert [shlex.split(c)[1] for c in lines] == ["run", "run", "stats", "dedup", "dedup", "tokenize",
+    assert [shlex.split(c)[1] for c in lines] == ["run", "run", "stats", "show", "dedup", "dedup", "tokenize",
                                                   "train-tokenizer", "check-shards"]
     for line in lines:
         run(line, workdir)

@@ -200,9 +200,10 @@ def test_accounting_for_every_shared_file(tmp_path, shared_warc):
     cfg.write_text(TOML)
     out = tmp_path / "out"
     tag = uuid.uuid4().hex
+    # --no-quality: the per-document stage only (quality scoring is on by default since issue 19)
     p = subprocess.run(CURATE + ["run", str(shared_warc), str(wat), str(bad / "empty.warc.gz"), str(bad / "notes.warc"),
                                  f"@{bad / 'list.txt'}", "-o", str(out), "-c", str(cfg), "--no-dedup", "--no-pii",
-                                 "--no-tokenize", "--no-report"],
+                                 "--no-quality", "--no-tokenize", "--no-report"],
                        capture_output=True, text=True, timeout=1200, env=tagged_env(tag, short_tmp()), cwd=ROOT)
     kill_tagged(tag)
     assert p.returncode == 3, p.stderr[-5000:]  # finished, but 3 inputs failed

@@ -1,8 +1,8 @@
 """The dataset report (`curate stats`) and the training report (`train report`).
 
-The module fixture runs the real `curate run` CLI (embedded Ray, dedup, PII, quality, shards) in a
-subprocess over a few files of examples/warc/ plus a renamed copy of one of them, so the run has
-exact duplicates to remove. The slow tests do the same over all of examples/warc/ and train a
+The module fixture runs the real `curate run` CLI (embedded Ray, dedup, PII, quality on by default,
+shards, examples per drop reason) in a subprocess over a few files of examples/warc/ plus a renamed
+copy of one of them, so the run has exact duplicates to remove. The slow tests do the same over all of examples/warc/ and train a
 real (tiny) model.
 """
 
@@ -26,7 +26,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from webmill.curate.report import collect_stats, s_curve, write_report
+from webmill.curate.examples import read_examples
+from webmill.curate.report import collect_stats, render_html, s_curve, write_report
+from webmill.htmlreport import esc
 from webmill.errors import UserError
 from webmill.train.report import read_metrics, write_train_report
 
@@ -55,7 +57,8 @@ def _run_pipeline(base: Path, inputs: Path) -> Path:
     out = base / "out"
     ray_tmp = tempfile.mkdtemp(prefix="ray-rep-", dir="/tmp")  # short path: Ray's sockets live there
     try:
-        curate("run", str(inputs), "-o", str(out), "-c", str(cfg), "--quality", ray_tmp=ray_tmp)
+        # quality scoring is on by default (buckets mode): no --quality flag
+        curate("run", str(inputs), "-o", str(out), "-c", str(cfg), ray_tmp=ray_tmp)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     return out
@@ -158,7 +161,7 @@ def test_stats_json_agrees_with_per_file_stats(run_out):
     copy = next(s for s in per_file if s["stem"].startswith("copy_"))
     assert copy["kept"] > 0
     d = stats["dedup"]
-    assert d["exact_removed"] == copy["kept"] == fun["dedup"]["dropped"]["exact_duplicate"]
+    assert d["exact_removed"] == copy["kept"] == fun["dedup"]["dropped"]["dedup_exact"]
     assert d["documents_in"] == t["kept"] and d["documents_out"] == t["kept"] - copy["kept"]
     assert d["removed_fraction"] == pytest.approx(copy["kept"] / t["kept"], abs=1e-6)
 
@@ -179,6 +182,97 @@ def test_stats_json_agrees_with_per_file_stats(run_out):
     assert sum(stats["quality"]["bucket_sizes"]) == fin["quality"]["documents_in"]
 
 
+def _final_rows(out: Path) -> list[dict]:
+    return [r for p in sorted((out / "final").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def test_quality_section_by_default_with_buckets_table(run_out):
+    from webmill.config import DEFAULTS
+
+    stats = json.loads((run_out / "report" / "stats.json").read_text())
+    fin = json.loads((run_out / "stats" / "final.json").read_text())["quality"]
+    q = stats["quality"]
+    assert q["mode"] == DEFAULTS["quality"]["mode"] == "buckets"  # on by default, nothing dropped
+    assert q["documents_in"] == q["documents_out"] > 0 and q["documents_dropped"] == 0
+    n_buckets = DEFAULTS["quality"]["n_buckets"]
+    rows = q["buckets"]
+    assert [r["bucket"] for r in rows] == list(range(n_buckets)) and len(fin["bucket_edges"]) == n_buckets - 1
+    final = _final_rows(run_out)
+    per_bucket = Counter(r["quality_bucket"] for r in final)
+    assert [r["documents"] for r in rows] == [per_bucket.get(k, 0) for k in range(n_buckets)]
+    assert sum(r["share_documents"] for r in rows) == pytest.approx(1.0, abs=1e-4)
+    for doc in final:  # every score lies within its bucket's edges
+        r = rows[doc["quality_bucket"]]
+        assert r["lower_edge"] is None or doc["quality_score"] >= r["lower_edge"] - 1e-6
+        assert r["upper_edge"] is None or doc["quality_score"] < r["upper_edge"] + 1e-6
+    if "bucket_words" in fin:  # words per bucket: whitespace words of the final texts
+        words = Counter()
+        for doc in final:
+            words[doc["quality_bucket"]] += len(doc["text"].split())
+        assert [r["words"] for r in rows] == [words.get(k, 0) for k in range(n_buckets)]
+    html = (run_out / "report" / "report.html").read_text()
+    quality = html[html.index('<h2 id="quality">'):html.index("<h2", html.index('<h2 id="quality">') + 5)]
+    assert "mode <b>buckets</b>" in quality and "0 dropped" in quality and "lower edge" in quality
+    assert quality.count("<tr>") == n_buckets + 1 and "Skipped" not in quality
+
+
+def test_examples_section_lists_reasons_with_examples(run_out):
+    stats = json.loads((run_out / "report" / "stats.json").read_text())
+    dropped = Counter()
+    for s in _per_file(run_out):
+        dropped.update({k: v for k, v in s["dropped"].items() if v})
+    listing = {r["reason"]: r for r in stats["drop_reasons"]}
+    assert all(listing[k]["dropped"] == n for k, n in dropped.items())
+    ex = stats["examples"]
+    assert len(ex) >= 3 and list(ex) == [r["reason"] for r in stats["drop_reasons"] if r["reason"] in ex]
+    table = read_examples(run_out, n=3)
+    full = {(r["reason"], r["id"]): r for r in table.to_pylist()}
+    for reason, docs in ex.items():
+        assert 1 <= len(docs) == listing[reason]["examples"] <= 3
+        assert docs[0]["stage"] == listing[reason]["stage"]
+        assert [d["id"] for d in docs] == [i for (r, i) in full if r == reason]
+        for d in docs:
+            assert d["text"] == full[(reason, d["id"])]["text"][:300] and d["n_chars"] >= len(d["text"])
+        if reason in dropped:
+            assert len(docs) <= dropped[reason]
+    html = (run_out / "report" / "report.html").read_text()
+    part = html[html.index('<h2 id="examples">'):html.index('<h2 id="files">')]
+    assert part.count("<details") == len(ex) and part.count("<details open>") == 1
+    for reason, docs in ex.items():
+        assert f"<summary><b>{esc(reason)}</b>" in part
+        assert all(esc(d["url"] or d["id"]) in part for d in docs)
+
+
+def test_examples_and_quality_are_escaped(run_out):
+    stats = json.loads((run_out / "report" / "stats.json").read_text())
+    reason = next(iter(stats["examples"]))
+    stats["examples"][reason][0].update(url='https://x.test/?a=1&b=<i>"', text="<script>alert(1)</script> & more",
+                                        drop_detail='ratio < 0.12 & "x"')
+    stats["quality"]["model_path"] = "/m/<model>.bin"
+    html = render_html(stats, {})
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in html
+    assert "https://x.test/?a=1&amp;b=&lt;i&gt;&quot;" in html and "ratio &lt; 0.12 &amp; &quot;x&quot;" in html
+    assert "/m/&lt;model&gt;.bin" in html and not re.search(r'href="https://x\.test', html)
+
+
+def test_old_run_without_examples_or_quality(run_out, tmp_path):
+    from webmill.curate.report.examples_section import NO_EXAMPLES
+    from webmill.curate.report.quality_section import NO_QUALITY
+
+    out = tmp_path / "out"
+    shutil.copytree(run_out, out, ignore=shutil.ignore_patterns("examples", "report"))
+    fin = json.loads((out / "stats" / "final.json").read_text())
+    del fin["quality"]
+    (out / "stats" / "final.json").write_text(json.dumps(fin))
+    html = write_report(out).read_text()
+    stats = json.loads((out / "report" / "stats.json").read_text())
+    assert "examples" not in stats and stats["skipped"]["examples"] == NO_EXAMPLES
+    assert "quality" not in stats and stats["skipped"]["quality"] == NO_QUALITY
+    assert all(r["examples"] == 0 for r in stats["drop_reasons"]) and stats["drop_reasons"]
+    assert '<h2 id="quality">Quality</h2><p class="note">Skipped: quality scoring did not run' in html
+    assert "Skipped: the run kept no examples" in html and "<details" not in html
+
+
 def test_s_curve_matches_dedup_stats(run_out):
     d = json.loads((run_out / "stats" / "dedup.json").read_text())["minhash"]
     for j, p in d["s_curve"].items():
@@ -196,8 +290,8 @@ def test_html_is_self_contained_and_images_decode(run_out):
         assert im.size[0] > 100 and im.size[1] > 50
         assert np.asarray(im.convert("L")).std() > 5  # a plot, not an empty canvas
     assert not re.search(r'(src|href)="(https?:|//)', page)  # opens offline
-    for word in ("Funnel", "Input files", "Languages", "Registered domains", "Document length", "Quality",
-                 "Deduplication", "PII", "Token shards", "Throughput"):
+    for word in ("Funnel", "Examples per drop reason", "Input files", "Languages", "Registered domains",
+                 "Document length", "Quality", "Deduplication", "PII", "Token shards", "Throughput"):
         assert word in page
 
 

@@ -40,8 +40,11 @@ DEFAULTS: dict[str, Any] = {
     "filters": {s.name: {"enabled": True} for s in RULE_STAGES},  # + each rule class's kwargs
     "dedup": {"enabled": True},  # + DedupConfig fields
     "pii": {"enabled": True},  # + PIIFilter kwargs
+    # on by default in annotate-only mode: every document gets quality_score and quality_bucket,
+    # nothing is dropped (the FineWeb kept set is unchanged); drops are opt-in (mode threshold /
+    # top_fraction)
     "quality": {
-        "enabled": False,
+        "enabled": True,
         "model_path": "",  # empty → the bundled default model
         "mode": "buckets",  # "threshold" | "top_fraction" | "buckets" (annotate only)
         "threshold": 0.018112,  # DCLM's fastText threshold (Li et al. 2024); model-specific
@@ -72,7 +75,12 @@ DEFAULTS: dict[str, Any] = {
         "num_cpus": 1.0,  # CPUs reserved per per-file worker (fractions pack several per CPU)
         "start_jitter_s": 0.0,  # first workers wait a random 0..N s before their first request
     },
-    "output": {"write_removed": False},
+    "output": {
+        "write_removed": False,  # OUT/removed/<stage>/: every dropped document, full schema + decision
+        "examples_per_reason": 5,  # OUT/examples/: a deterministic sample per drop reason (0 = off)
+    },
+    # `curate annotate` (LLM quality annotations, docs/quality.md); not part of `curate run`
+    "annotate": {"enabled": False},  # + AnnotateConfig fields
     # where outputs live does not change them: left out of config_hash. Sub-tables per protocol
     # ([storage.s3] endpoint_url = ..., anon = ..., key/secret, client_kwargs) are passed to that
     # fsspec filesystem (webmill.storage.configure_storage; docs/cluster.md)
@@ -161,6 +169,39 @@ def read_toml(path: str | Path) -> dict:
         raise UserError(f"cannot parse config {p}: {e}") from e
 
 
+def table_with_overrides(path: str | Path | None, name: str, overrides: dict[str, Any]) -> dict:
+    """The ``[name]`` table of the TOML file at ``path`` (``{}`` without a file), with the
+    ``overrides`` that are not ``None`` (command-line options) put over it; unvalidated.
+
+    Raises:
+        UserError: the file is missing, or is not valid UTF-8 TOML (names the file).
+    """
+    table = dict(read_toml(path).get(name, {})) if path is not None else {}
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    return table
+
+
+def dataclass_from_table(cls, table: dict | None, section: str):
+    """``cls(**table)`` for a settings dataclass built from config table ``[section]``, after
+    checking every key against ``cls``'s fields and every value against the field's default type
+    (``enabled`` is ignored: it is ``curate run``'s switch).
+
+    Raises:
+        UserError: unknown key (lists the known ones) or a value of the wrong type (names
+            ``[section] key``); the class's own checks may raise more.
+    """
+    table = dict(table or {})
+    table.pop("enabled", None)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in table.items():
+        if key not in fields:
+            raise UserError(f"unknown config key [{section}] {key!r}; known keys: enabled, {', '.join(fields)}")
+        default = fields[key].default
+        if default is not dataclasses.MISSING and not _type_ok(value, default):
+            raise UserError(f"config [{section}] {key} must be {type(default).__name__}, got {value!r}")
+    return cls(**table)
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """Defaults, then the TOML file at ``path``, then ``overrides`` (same nesting).
 
@@ -196,13 +237,15 @@ def kwargs_of(table: dict) -> dict:
     return {k: v for k, v in table.items() if k != "enabled"}
 
 
-NOT_HASHED = ("ray", "storage")  # how a run is scheduled and where its outputs live
+# how a run is scheduled, where its outputs live, and a step `curate run` does not run
+NOT_HASHED = ("ray", "storage", "annotate")
 
 
 def config_hash(cfg: dict) -> str:
     """sha256 hex of the canonical JSON of ``cfg`` (recorded in markers and the shard manifest),
     without the tables in :data:`NOT_HASHED`: ``[ray]`` (workers, resources, retries) and
-    ``[storage]`` (filesystem options, credentials) do not change the outputs, so a rerun with
+    ``[storage]`` (filesystem options, credentials) do not change the outputs (nor does
+    ``[annotate]``, a separate command), so a rerun with
     more workers or on another cluster resumes the same run and writes the same bytes.
     ``[decontaminate]`` counts only when enabled, so a run without it keeps the hash it had
     before the stage existed (the eval files' content is not hashed: after editing them, rerun

@@ -268,6 +268,19 @@ class Storage:
             names.append(name)
         return sorted(names)
 
+    def list_dirs(self, rel: str = "") -> list[str]:
+        """Sorted names of the directories directly below ``rel`` (hidden ones left out; a
+        missing directory lists as ``[]``). On object stores, prefixes holding objects."""
+        return self._query("list", rel, self._list_dirs, rel)
+
+    def _list_dirs(self, rel: str) -> list[str]:
+        base = self._abs(rel)
+        if not self.fs.isdir(base):
+            return []
+        names = (e["name"].rstrip("/").rsplit("/", 1)[-1]
+                 for e in self.fs.ls(base, detail=True) if e.get("type") == "directory")
+        return sorted(n for n in names if n and not n.startswith("."))
+
     def _abs(self, rel: str) -> str:
         p = self.path(rel)
         return os.path.abspath(p).replace(os.sep, "/") if self.is_local else p.rstrip("/")

@@ -1,7 +1,13 @@
 """The per-document stages for one input file: read → URL blocklist → language pre-check →
 extract → language ID → heuristic rules → decontamination (when enabled) →
-``OUT/documents/<stem>.parquet`` +
-``OUT/stats/<stem>.json`` + marker.
+``OUT/documents/<stem>.parquet`` + ``OUT/stats/<stem>.json`` (+ ``OUT/removed/<stage>/`` with
+``[output] write_removed``, + ``OUT/examples/documents/<stem>.parquet``) + marker.
+
+Every dropped document that got as far as a :class:`Document` (not the record-level drops
+``not_response``, ``http_status``, ``not_html``) is written to ``removed/`` (when asked) with the
+full document schema and what decided the drop (:data:`webmill.curate.outputs.REMOVED_SCHEMA`;
+the rules record it with :func:`webmill.filters.base.dropped`), and offered to the examples
+sampler (:class:`webmill.curate.examples.ExampleSampler`, ``[output] examples_per_reason``).
 
 :class:`FileProcessor` holds the loaded models (lid.176, blocklists, the extraction subprocess)
 and processes whole files; :func:`webmill.curate.workers.map_files` runs one per Ray actor. Accounting
@@ -19,12 +25,14 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 from webmill.config import config_hash, kwargs_of
+from webmill.curate.examples import EXAMPLES_DIR, ExampleSampler
 from webmill.curate.extract import Extractor, ExtractionTimeout, decode_html, looks_like_html
-from webmill.curate.outputs import DOCUMENT_SCHEMA, marker_rel
+from webmill.curate.outputs import DOCUMENT_SCHEMA, REMOVED_SCHEMA, marker_rel, removed_rel
 from webmill.curate.stages import DOCUMENT_STAGES, build_rules, class_for
 from webmill.errors import UserError
 from webmill.curate.readers import MAX_PAYLOAD_BYTES, ReadError, document_id, input_stem, iter_records
-from webmill.filters.base import Document
+from webmill.filters.base import DROP_DETAIL, DROP_THRESHOLD, DROP_VALUE, Document
+from webmill.filters.base import dropped as record_drop
 from webmill.filters.decontam import FLAG_COLUMN
 from webmill.storage import Storage, as_storage
 
@@ -33,6 +41,8 @@ _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _NAME = {s.kind: s.name for s in DOCUMENT_STAGES if s.kind != "rule"}
 RECORD, URL, EXTRACT, LANGUAGE = _NAME["record"], _NAME["url"], _NAME["extract"], _NAME["language"]
 DECONTAM = _NAME["decontam"]
+#: stages whose drops have a Document (``removed/<stage>/`` directories of this step)
+DOC_STAGES = tuple(s.name for s in DOCUMENT_STAGES if s.kind != "record")
 MAX_LISTED_ERRORS = 100  # errors listed per file in stats (all are counted)
 
 
@@ -97,17 +107,34 @@ class FileProcessor:
         read_errors: list[ReadError] = []
         n_records = n_errors = 0
         rows: dict[str, list] = {f.name: [] for f in self.schema}
-        removed: dict[str, list[dict]] = {}
+        removed: dict[str, dict[str, list]] = {}  # removed_rel → REMOVED_SCHEMA columns
         write_removed = self.cfg["output"].get("write_removed", False)
+        sampler = ExampleSampler(self.cfg["output"].get("examples_per_reason", 0))
         source_name = path.rstrip("/").rsplit("/", 1)[-1]
         if self.decontam is not None:
             self.decontam.reset()
+        rec = None  # the record being processed: drop() reads it
 
         def drop(reason: str, doc: Document | None = None, stage: str = "") -> None:
             dropped[reason] += 1
-            if write_removed and doc is not None:
-                removed.setdefault(stage or reason, []).append(
-                    {"id": doc.id, "url": doc.url, "reason": reason, "text": doc.text})
+            if doc is None:  # a record-level drop: no document to show
+                return
+            md = doc.metadata
+            value, threshold, detail = md.get(DROP_VALUE), md.get(DROP_THRESHOLD), md.get(DROP_DETAIL)
+            if write_removed:
+                rel = removed_rel(stage, stem, md.get("language", "") if stage == LANGUAGE else None)
+                cols = removed.get(rel)
+                if cols is None:
+                    cols = removed[rel] = {name: [] for name in REMOVED_SCHEMA.names}
+                add_row(cols, doc, rec, source_name)
+                cols["stage"].append(stage)
+                cols["reason"].append(reason)
+                cols["drop_value"].append(_float(value))
+                cols["drop_threshold"].append(_float(threshold))
+                cols["drop_detail"].append(detail)
+            sampler.offer(reason, stage, id=doc.id, url=doc.url, text=doc.text,
+                          language=md.get("language"), language_score=md.get("language_score"),
+                          value=value, threshold=threshold, detail=detail)
 
         t0 = time.perf_counter()
         self._notes: list[ReadError] = []  # per-record warnings (payload cut at MAX_PAYLOAD_BYTES)
@@ -127,8 +154,14 @@ class FileProcessor:
         t0 = time.perf_counter()
         table = pa.table(rows, schema=self.schema)
         self.out.write_parquet(f"documents/{stem}.parquet", table)
-        for stage, docs in removed.items():
-            self.out.write_parquet(f"removed/{stage}/{stem}.parquet", pa.Table.from_pylist(docs))
+        self._clear_removed(stem)  # a rerun's languages/stages may differ from the last run's
+        for rel, cols in sorted(removed.items()):
+            self.out.write_parquet(rel, pa.table(cols, schema=REMOVED_SCHEMA))
+        examples_rel = f"{EXAMPLES_DIR}/documents/{stem}.parquet"
+        if sampler.per_reason:  # an empty table too, so that a rerun replaces the old one
+            self.out.write_parquet(examples_rel, sampler.table())
+        else:
+            self.out.remove(examples_rel)
         secs["write"] += time.perf_counter() - t0
         warnings = [e.as_dict() for e in read_errors if e.kind == "single_gzip_stream"]
         warnings += [e.as_dict() for e in self._notes[:MAX_LISTED_ERRORS]]
@@ -154,6 +187,17 @@ class FileProcessor:
         self.out.write_json(marker_rel(stem), {"input": path, "config_hash": self.cfg_hash,
                                                "kept": table.num_rows})
         return stats
+
+    def _clear_removed(self, stem: str) -> None:
+        """Delete ``stem``'s files under ``removed/<stage>/`` and ``removed/language/<lang>/``
+        of this step's stages (not dedup's or finalize's), so that a rerun leaves no file of a
+        stage or language that no longer drops anything."""
+        if not self.out.isdir("removed"):
+            return
+        for stage in DOC_STAGES:
+            self.out.remove(removed_rel(stage, stem))
+        for lang in self.out.list_dirs(f"removed/{LANGUAGE}"):
+            self.out.remove(removed_rel(LANGUAGE, stem, lang))
 
     def _one(self, rec, source_name, drop, stages, chars, secs, rows, path="") -> None:
         stages["records"] += 1
@@ -189,21 +233,28 @@ class FileProcessor:
         try:
             if is_wet:
                 doc.text = payload.decode("utf-8", errors="replace").strip()
-            elif not looks_like_html(payload):
-                return drop("extract_not_html", doc, EXTRACT)  # JSON, JS, empty body
+            elif not looks_like_html(payload):  # JSON, JS, empty body
+                record_drop(doc, "extract_not_html", detail=f"payload of {len(payload)} bytes "
+                            f"starts with {payload[:40]!r}, not HTML")
+                return drop("extract_not_html", doc, EXTRACT)
             else:
                 html = decode_html(payload, rec.charset)
                 if self.language is not None:
-                    keep, reason = self.language.prefilter_html(html)
+                    keep, reason = self.language.prefilter_html(html, doc)
                     if not keep:  # another language for sure: not worth trafilatura's time
                         secs[EXTRACT] += time.perf_counter() - t
                         return drop(reason, doc, EXTRACT)
                 doc.text = self.extractor.extract(html).strip()
         except ExtractionTimeout:
             secs[EXTRACT] += time.perf_counter() - t
+            timeout = self.cfg["extract"]["timeout_s"]
+            record_drop(doc, "extract_timeout", timeout, None,
+                        f"extraction ran longer than [extract] timeout_s = {timeout} s")
             return drop("extract_timeout", doc, EXTRACT)
         secs[EXTRACT] += time.perf_counter() - t
         if not doc.text:
+            record_drop(doc, "extract_empty", detail="empty WET record" if is_wet else
+                        f"{self.cfg['extract']['extractor']} found no main text")
             return drop("extract_empty", doc, EXTRACT)
         stages[EXTRACT] += 1
         chars["extracted"] += len(doc.text)
@@ -222,19 +273,39 @@ class FileProcessor:
                 return drop(reason, doc, rule.name)
             stages[rule.name] += 1
         chars["kept"] += len(doc.text)
-        host = ""
-        try:
-            host = (urlsplit(doc.url).hostname or "") if doc.url else ""
-        except ValueError:
-            pass
-        rows["id"].append(doc.id)
-        rows["url"].append(doc.url)
-        rows["domain"].append(host.removeprefix("www."))
-        rows["crawl_date"].append(rec.date)
-        rows["source_file"].append(source_name)
-        rows["record_offset"].append(rec.offset)
-        rows["text"].append(doc.text)
-        rows["language"].append(doc.metadata.get("language", ""))
-        rows["language_score"].append(doc.metadata.get("language_score", 0.0))
-        if FLAG_COLUMN in rows:  # [decontaminate] action = "flag": the eval sets hit
-            rows[FLAG_COLUMN].append(doc.metadata.get(FLAG_COLUMN, []))
+        add_row(rows, doc, rec, source_name)
+
+
+def add_row(cols: dict[str, list], doc: Document, rec, source_name: str) -> None:
+    """Append one document to the column lists ``cols`` (:data:`DOCUMENT_SCHEMA` names, plus
+    ``decontam_sets`` when present): the one place that builds a document row, for
+    ``documents/`` and ``removed/`` alike.
+
+    Args:
+        cols: column name → list of values (extra columns are left to the caller).
+        doc: the document (``language``/``language_score`` from its metadata; ``""``/0.0 when
+            language ID did not run).
+        rec: its WARC record (``date``, ``offset``).
+        source_name: the input file's name.
+    """
+    host = ""
+    try:
+        host = (urlsplit(doc.url).hostname or "") if doc.url else ""
+    except ValueError:
+        pass
+    cols["id"].append(doc.id)
+    cols["url"].append(doc.url)
+    cols["domain"].append(host.removeprefix("www."))
+    cols["crawl_date"].append(rec.date)
+    cols["source_file"].append(source_name)
+    cols["record_offset"].append(rec.offset)
+    cols["text"].append(doc.text)
+    cols["language"].append(doc.metadata.get("language", ""))
+    cols["language_score"].append(doc.metadata.get("language_score", 0.0))
+    if FLAG_COLUMN in cols:  # [decontaminate] action = "flag": the eval sets hit
+        cols[FLAG_COLUMN].append(doc.metadata.get(FLAG_COLUMN, []))
+
+
+def _float(x) -> float | None:
+    """A drop value or threshold as float64 (``None`` stays ``None``)."""
+    return None if x is None else float(x)

@@ -163,7 +163,8 @@ def run_global_steps(out: str | os.PathLike | Storage, cfg: dict, tokenize: bool
     if cfg["dedup"].get("enabled", True):
         from webmill.curate.dedup import DedupConfig, run_dedup
 
-        kwargs = {"write_removed": cfg["output"].get("write_removed", False), **kwargs_of(cfg["dedup"])}
+        kwargs = {"write_removed": cfg["output"].get("write_removed", False),
+                  "examples_per_reason": cfg["output"].get("examples_per_reason", 5), **kwargs_of(cfg["dedup"])}
         run_dedup(st, DedupConfig(**kwargs), input_subdir="documents", output_subdir="deduped")
         src = "deduped"
     if cfg["pii"].get("enabled", True) or cfg["quality"].get("enabled", False):
@@ -287,7 +288,11 @@ def run_pipeline(inputs: list[str] | Inputs, out: str | os.PathLike | Storage, c
         if res["failed"]:
             echo(f"{len(res['failed'])} inputs failed; they are listed in {st.uri('failed.jsonl')} "
                  "(rerun the same command to retry them)")
-        src = run_global_steps(st, cfg, tokenize=tokenize)
+        if st.list("documents", suffix=".parquet"):
+            src = run_global_steps(st, cfg, tokenize=tokenize)
+        else:  # every input failed: nothing for dedup, PII/quality, rephrase or tokenize to read
+            echo("no document files (every input failed): the global steps are skipped")
+            src = "documents"
     finally:
         collect_worker_logs()
     page = None

@@ -118,6 +118,7 @@ CLASS_SECTIONS: dict[tuple[str, ...], str] = {
     ("pii",): "webmill.filters.pii:PIIFilter",
     ("dedup",): "webmill.curate.dedup:DedupConfig",
     ("rephrase",): "webmill.curate.rephrase:RephraseConfig",
+    ("annotate",): "webmill.curate.annotate:AnnotateConfig",
 }
 
 

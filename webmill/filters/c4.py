@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from webmill.filters.base import BaseFilter, Document, FilterResult
+from webmill.filters.base import BaseFilter, Document, FilterResult, dropped
 from webmill.filters.checks import check_bool, check_languages, check_number, check_strings
 from webmill.filters.textstats import TextStats, text_stats
 from webmill.filters.words import (
@@ -45,6 +45,11 @@ _SENTENCE_END_RE = re.compile(
     r"[.!?]+[\"'”’)\]]*\s+(?=\S)|[。！？｡]+[”’」』)]*(?=\S)"
 )
 _ELLIPSIS = ("...", "…")
+
+
+def _line_hit(needle: str, line_no: int, line: str) -> tuple[None, None, str]:
+    """``(value, threshold, detail)`` of a whole-document drop by one line (no statistic)."""
+    return None, None, f"line {line_no} contains {needle!r}: {line[:120]!r}"
 
 
 def count_sentences(line: str) -> int:
@@ -85,6 +90,11 @@ class C4Filter(BaseFilter):
     characters, not 3 spaces.
 
     Sentences are counted with a regex splitter (punctuation + whitespace), not NLTK punkt.
+
+    What decided a drop (``doc.metadata``, :func:`webmill.filters.base.dropped`):
+    ``c4_too_few_sentences`` records the sentence count and ``min_num_sentences`` (``<``);
+    ``c4_lorem_ipsum``/``c4_curly_bracket`` record no number, only the line (its number among
+    the text's lines, 1-based, and its first 120 characters).
 
     Args:
         remove_citations: True (TFDS code). filter_no_terminal_punct: False (FineWeb).
@@ -155,6 +165,13 @@ class C4Filter(BaseFilter):
             document is kept or one of :attr:`REASONS` when it is dropped (``new_text`` is then
             the unchanged input and ``lines_removed`` counts the lines removed before the drop).
         """
+        new_text, removed, reason, _ = self._clean(text, language, stats)
+        return new_text, removed, reason
+
+    def _clean(self, text: str, language: str, stats: TextStats | None):
+        """:meth:`clean` plus what decided a drop: ``(new_text, lines_removed, reason, why)``,
+        ``why`` = ``(value, threshold, detail)`` for :func:`webmill.filters.base.dropped`
+        (``None`` when kept)."""
         lang = normalize_language(language, self.default_language)
         char_words = lang in NO_SPACE_LANGUAGES
         if stats is None or stats.text is not text:
@@ -178,7 +195,7 @@ class C4Filter(BaseFilter):
         kept: list[str] = []
         removed = 0
         n_sentences = 0
-        for line in text.split("\n"):
+        for i, line in enumerate(text.split("\n"), 1):
             line = line.strip()
             if not line:
                 continue
@@ -205,12 +222,12 @@ class C4Filter(BaseFilter):
             if needs_lower:
                 line_lower = line.lower()
                 if check_lorem and "lorem ipsum" in line_lower:
-                    return text, removed, "c4_lorem_ipsum"
+                    return text, removed, "c4_lorem_ipsum", _line_hit("lorem ipsum", i, line)
                 if check_js and "javascript" in line_lower:
                     removed += 1
                     continue
             if check_curly and "{" in line:
-                return text, removed, "c4_curly_bracket"
+                return text, removed, "c4_curly_bracket", _line_hit("{", i, line)
             if policies and any(p in line_lower for p in policies):
                 removed += 1
                 continue
@@ -219,8 +236,12 @@ class C4Filter(BaseFilter):
             kept.append(line)
 
         if self.min_num_sentences is not None and n_sentences < self.min_num_sentences:
-            return text, removed, "c4_too_few_sentences"
-        return "\n".join(kept), removed, None
+            # every kept line was counted (counting stops only once min_sentences is reached)
+            return text, removed, "c4_too_few_sentences", (
+                n_sentences, self.min_num_sentences,
+                f"sentences {n_sentences} < {self.min_num_sentences} "
+                f"({len(kept)} lines kept, {removed} removed)")
+        return "\n".join(kept), removed, None, None
 
     def filter(self, doc: Document) -> FilterResult:
         """Clean ``doc.text`` in place and keep it, or drop it (text left unchanged).
@@ -232,10 +253,10 @@ class C4Filter(BaseFilter):
             doc.metadata["c4_lines_removed"] = 0
             return True, None
         stats = text_stats(doc, self.default_language)
-        new_text, removed, reason = self.clean(doc.text, lang, stats)
+        new_text, removed, reason, why = self._clean(doc.text, lang, stats)
         doc.metadata["c4_lines_removed"] = removed
         if reason is not None:
-            return False, reason
+            return dropped(doc, reason, *why)
         if new_text != doc.text:  # keep the same object when unchanged (shared stats cache)
             doc.text = new_text
         return True, None

@@ -36,7 +36,7 @@ import xxhash
 
 from webmill.curate.minhash import normalize_words
 from webmill.errors import UserError
-from webmill.filters.base import BaseFilter, Document, FilterResult
+from webmill.filters.base import BaseFilter, Document, FilterResult, dropped
 
 HASH_VERSION = 1  # bump when the n-gram hash changes (an index of another version is rebuilt)
 ACTIONS = ("remove", "flag")
@@ -253,7 +253,10 @@ class DecontamFilter(BaseFilter):
 
     Reasons: ``decontam_<set>`` of the first set hit, in config order (``remove`` only; ``flag``
     keeps every document and sets ``doc.metadata["decontam_sets"]`` to the sets hit, in config
-    order, ``[]`` for a clean document).
+    order, ``[]`` for a clean document). A removed document records the windows matched (all
+    sets together) as ``drop_value``, no threshold (one window suffices), and a detail naming
+    every set hit with its windows, ``"n-grams matched: gsm8k 4, mmlu 1"``
+    (:func:`webmill.filters.base.dropped`).
 
     Counts, since construction or :meth:`reset`: ``documents[name]`` (documents hitting the
     set; a document may count for several sets) and ``ngrams[name]`` (their windows matching
@@ -293,7 +296,9 @@ class DecontamFilter(BaseFilter):
             doc.metadata[FLAG_COLUMN] = names
             return True, None
         if names:
-            return False, REASON_PREFIX + names[0]
+            hits = ", ".join(f"{self.index.names[s]} {found[s]}" for s in sorted(found))
+            return dropped(doc, REASON_PREFIX + names[0], sum(found.values()), None,
+                           f"n-grams matched: {hits}")
         return True, None
 
     def stats(self) -> dict:

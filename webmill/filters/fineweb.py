@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from itertools import repeat
 
 from webmill.errors import UserError
-from webmill.filters.base import BaseFilter, Document, FilterResult
+from webmill.filters.base import BaseFilter, Document, FilterResult, dropped, failed
 from webmill.filters.checks import check_bool, check_languages, check_number, check_strings
 from webmill.filters.repetition import duplicate_count_and_chars
 from webmill.filters.textstats import text_stats
@@ -38,7 +38,8 @@ class FineWebQualityFilter(BaseFilter):
             (0.01).
         ``fineweb_newline_ratio``: newlines / words > ``new_line_ratio`` (0.3); words as in
             :func:`webmill.filters.words.split_words` (datatrove calls this ``list_ratio``).
-    A threshold of ``None``/``false`` turns its rule off.
+    A threshold of ``None``/``false`` turns its rule off. A drop records the ratio, its
+    threshold and ``"<ratio> <value> <op> <threshold>"`` (:func:`webmill.filters.base.failed`).
 
     Languages: all four rules apply to every language except ``skip_languages``.
     ``stop_chars`` adds the full-width/other-script sentence enders (``。！？``, ``।``, ``؟``,
@@ -111,12 +112,14 @@ class FineWebQualityFilter(BaseFilter):
         if self.line_punct_thr is not None:
             ratio = sum(map(str.endswith, lines, repeat(self.stop_chars))) / n_lines
             if ratio <= self.line_punct_thr and not (ratio == 0 and self.line_punct_exclude_zero):
-                return False, "fineweb_line_punct_ratio"
+                return failed(doc, "fineweb_line_punct_ratio", "line_punct_ratio", ratio, "<=",
+                              self.line_punct_thr)
 
         if self.short_line_thr is not None:
             n_short = sum(map(self.short_line_length.__ge__, map(len, lines)))
             if n_short / n_lines >= self.short_line_thr:
-                return False, "fineweb_short_line_ratio"
+                return failed(doc, "fineweb_short_line_ratio", "short_line_ratio",
+                              n_short / n_lines, ">=", self.short_line_thr)
 
         text = s.text
         if self.char_duplicates_ratio is not None:
@@ -124,13 +127,18 @@ class FineWebQualityFilter(BaseFilter):
             chars = len(text) - n_newlines
             _, dup_chars = duplicate_count_and_chars(list(filter(str.strip, lines)))
             if chars and dup_chars / chars >= self.char_duplicates_ratio:
-                return False, "fineweb_char_dup_ratio"
+                return failed(doc, "fineweb_char_dup_ratio", "char_dup_ratio", dup_chars / chars,
+                              ">=", self.char_duplicates_ratio)
 
         if self.new_line_ratio is not None:
             n_newlines = n_lines - 1
             n_words = s.n_words
-            if n_newlines and (not n_words or n_newlines / n_words > self.new_line_ratio):
-                return False, "fineweb_newline_ratio"
+            if n_newlines and not n_words:  # the ratio is infinite: no number to record
+                return dropped(doc, "fineweb_newline_ratio", None, self.new_line_ratio,
+                               f"newline_ratio: {n_newlines} newlines, 0 words")
+            if n_newlines and n_newlines / n_words > self.new_line_ratio:
+                return failed(doc, "fineweb_newline_ratio", "newline_ratio",
+                              n_newlines / n_words, ">", self.new_line_ratio)
         return True, None
 
 

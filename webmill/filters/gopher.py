@@ -4,7 +4,9 @@ Table A1), with the thresholds FineWeb used (Penedo et al. 2024, "The FineWeb Da
 section 3.3; datatrove's ``GopherRepetitionFilter``/``GopherQualityFilter`` defaults as run by
 datatrove's ``examples/fineweb.py``).
 
-Both filters are pure functions of one document: no Ray, no I/O. Words and lines come from
+Both filters are pure functions of one document: no Ray, no I/O. A drop records the statistic
+that failed, its threshold and ``"<stat> <value> <op> <threshold>"`` in ``doc.metadata``
+(:func:`webmill.filters.base.failed`), e.g. ``"dup_line_frac 0.41 > 0.3"``. Words and lines come from
 :func:`webmill.filters.textstats.text_stats`, shared with the C4 and FineWeb filters.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 from itertools import repeat
 
-from webmill.filters.base import BaseFilter, Document, FilterResult
+from webmill.filters.base import BaseFilter, Document, FilterResult, failed
 from webmill.filters.checks import check_languages, check_number, check_strings
 from webmill.filters.repetition import (
     duplicate_count_and_chars,
@@ -148,35 +150,41 @@ class GopherRepetitionFilter(BaseFilter):
             paragraphs = _PARAGRAPH_SPLIT.split(stripped) if "\n\n" in stripped else [stripped]
             n_dup, dup_chars = duplicate_count_and_chars(paragraphs)
             if self.dup_para_frac is not None and n_dup / len(paragraphs) > self.dup_para_frac:
-                return False, "gopher_rep_dup_para_frac"
+                return failed(doc, "gopher_rep_dup_para_frac", "dup_para_frac",
+                              n_dup / len(paragraphs), ">", self.dup_para_frac)
             if (
                 self.dup_para_char_frac is not None
                 and dup_chars / n_chars > self.dup_para_char_frac
             ):
-                return False, "gopher_rep_dup_para_char_frac"
+                return failed(doc, "gopher_rep_dup_para_char_frac", "dup_para_char_frac",
+                              dup_chars / n_chars, ">", self.dup_para_char_frac)
 
         if self.dup_line_frac is not None or self.dup_line_char_frac is not None:
             lines = list(filter(str.strip, s.lines))
             if lines:
                 n_dup, dup_chars = duplicate_count_and_chars(lines)
                 if self.dup_line_frac is not None and n_dup / len(lines) > self.dup_line_frac:
-                    return False, "gopher_rep_dup_line_frac"
+                    return failed(doc, "gopher_rep_dup_line_frac", "dup_line_frac",
+                                  n_dup / len(lines), ">", self.dup_line_frac)
                 if (
                     self.dup_line_char_frac is not None
                     and dup_chars / n_chars > self.dup_line_char_frac
                 ):
-                    return False, "gopher_rep_dup_line_char_frac"
+                    return failed(doc, "gopher_rep_dup_line_char_frac", "dup_line_char_frac",
+                                  dup_chars / n_chars, ">", self.dup_line_char_frac)
 
         if self.top_n_grams:
             bound = top_word_char_count(s) / n_chars  # top n-gram fraction <= n * bound
             for n, frac in self.top_n_grams:
-                if n * bound > frac and top_ngram_char_count(s, n) / n_chars > frac:
-                    return False, f"gopher_rep_top_{n}_gram"
+                if n * bound > frac and (top := top_ngram_char_count(s, n) / n_chars) > frac:
+                    return failed(doc, f"gopher_rep_top_{n}_gram", f"top_{n}_gram_char_frac",
+                                  top, ">", frac)
 
         for i, (n, frac) in enumerate(self.dup_n_grams):
             dup_frac = duplicate_ngram_char_count(s, n) / n_chars
             if dup_frac > frac:
-                return False, f"gopher_rep_dup_{n}_gram"
+                return failed(doc, f"gopher_rep_dup_{n}_gram", f"dup_{n}_gram_char_frac",
+                              dup_frac, ">", frac)
             rest = self.dup_n_grams[i + 1 :]
             if not rest or dup_frac <= min(f for _, f in rest):
                 break  # larger n cover a subset of these words: all remaining rules pass
@@ -336,34 +344,41 @@ class GopherQualityFilter(BaseFilter):
             word_chars = s.word_chars - s.symbol_chars
 
         if self.min_doc_words is not None and n_words < self.min_doc_words:
-            return False, "gopher_short_doc"
+            return failed(doc, "gopher_short_doc", "words", n_words, "<", self.min_doc_words)
         if self.max_doc_words is not None and n_words > self.max_doc_words:
-            return False, "gopher_long_doc"
+            return failed(doc, "gopher_long_doc", "words", n_words, ">", self.max_doc_words)
 
         if n_words and lang not in self.word_length_skip_languages:
             mean_len = word_chars / n_words
             if self.min_avg_word_length is not None and mean_len < self.min_avg_word_length:
-                return False, "gopher_below_avg_word_len"
+                return failed(doc, "gopher_below_avg_word_len", "mean_word_length", mean_len,
+                              "<", self.min_avg_word_length)
             if self.max_avg_word_length is not None and mean_len > self.max_avg_word_length:
-                return False, "gopher_above_avg_word_len"
+                return failed(doc, "gopher_above_avg_word_len", "mean_word_length", mean_len,
+                              ">", self.max_avg_word_length)
 
         if self.max_symbol_word_ratio is not None:
             denom = max(n_tokens if split else n_words, 1)
-            if text.count("#") / denom > self.max_symbol_word_ratio:
-                return False, "gopher_too_many_hashes"
-            if (text.count("...") + text.count("…")) / denom > self.max_symbol_word_ratio:
-                return False, "gopher_too_many_ellipsis"
+            per = "token" if split else "word"
+            if (r := text.count("#") / denom) > self.max_symbol_word_ratio:
+                return failed(doc, "gopher_too_many_hashes", f"hash_{per}_ratio", r, ">",
+                              self.max_symbol_word_ratio)
+            if (r := (text.count("...") + text.count("…")) / denom) > self.max_symbol_word_ratio:
+                return failed(doc, "gopher_too_many_ellipsis", f"ellipsis_{per}_ratio", r, ">",
+                              self.max_symbol_word_ratio)
 
         lines = s.lines
         n_lines = len(lines)
         if self.max_bullet_lines_ratio is not None and self.bullet_chars:
             n_bullet = sum(map(str.startswith, map(str.lstrip, lines), repeat(self.bullet_chars)))
             if n_bullet / n_lines > self.max_bullet_lines_ratio:
-                return False, "gopher_too_many_bullets"
+                return failed(doc, "gopher_too_many_bullets", "bullet_lines_ratio",
+                              n_bullet / n_lines, ">", self.max_bullet_lines_ratio)
         if self.max_ellipsis_lines_ratio is not None:
             n_ellipsis = sum(map(str.endswith, map(str.rstrip, lines), repeat(_ELLIPSIS)))
             if n_ellipsis / n_lines > self.max_ellipsis_lines_ratio:
-                return False, "gopher_too_many_end_ellipsis"
+                return failed(doc, "gopher_too_many_end_ellipsis", "ellipsis_lines_ratio",
+                              n_ellipsis / n_lines, ">", self.max_ellipsis_lines_ratio)
 
         if self.min_alpha_words_ratio is not None and n_tokens:
             if split:
@@ -371,7 +386,8 @@ class GopherQualityFilter(BaseFilter):
             else:
                 alpha = 1 - s.n_non_alpha_tokens / n_tokens
             if alpha < self.min_alpha_words_ratio:
-                return False, "gopher_below_alpha_words"
+                return failed(doc, "gopher_below_alpha_words", "alpha_token_ratio", alpha, "<",
+                              self.min_alpha_words_ratio)
 
         if self.min_stop_words is not None and lang in self.stop_words_languages:
             if split:
@@ -379,5 +395,6 @@ class GopherQualityFilter(BaseFilter):
             else:
                 n_stop = s.count_words_in(self.stop_words)
             if n_stop < self.min_stop_words:
-                return False, "gopher_too_few_stop_words"
+                return failed(doc, "gopher_too_few_stop_words", "stop_words", n_stop, "<",
+                              self.min_stop_words)
         return True, None

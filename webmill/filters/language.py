@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from webmill.errors import UserError
-from webmill.filters.base import BaseFilter, Document, FilterResult
+from webmill.filters.base import BaseFilter, Document, FilterResult, dropped
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "lid.176.ftz"
 #: HTML characters read by :meth:`LanguageFilter.prefilter_html` (bounds its cost on huge pages).
@@ -64,7 +64,10 @@ class LanguageFilter(BaseFilter):
             chain keeps after extraction (``bench/language_precheck.py``).
 
     Reasons (:attr:`REASONS`): ``lang_not_kept`` (top language not in ``languages``),
-    ``lang_low_score`` (top language wanted but its probability < threshold). Not in
+    ``lang_low_score`` (top language wanted but its probability < threshold). Both record the
+    top language's probability as ``drop_value`` (:func:`webmill.filters.base.dropped`);
+    ``lang_low_score`` also the threshold; the detail reads ``"fr (0.98) not in [en]"`` or
+    ``"en score 0.52 < 0.65"``. Not in
     :attr:`REASONS`: ``extract_skipped_language`` from :meth:`prefilter_html`, which belongs to the
     extract stage (the page was never extracted, so the report counts it there).
 
@@ -97,7 +100,7 @@ class LanguageFilter(BaseFilter):
             return "unknown", 0.0
         return labels[0].removeprefix("__label__"), float(min(probs[0], 1.0))
 
-    def prefilter_html(self, html: str) -> FilterResult:
+    def prefilter_html(self, html: str, doc: Document | None = None) -> FilterResult:
         """Whether a page is worth extracting (str → ``(keep, reason)``), decided before
         extraction on a cheap text.
 
@@ -109,6 +112,10 @@ class LanguageFilter(BaseFilter):
         Returns ``(False, "extract_skipped_language")`` when the top language is not kept and
         its probability is ≥ ``prefilter_threshold``; ``(True, None)`` otherwise, and always
         when the prefilter is off or all languages are kept. Not in FineWeb or datatrove.
+
+        With ``doc``, a skipped page's ``doc.metadata`` gets ``language``/``language_score``
+        (the prefilter's top language and probability) and what decided the drop (value = the
+        probability, threshold = ``prefilter_threshold``, ``>=``; :func:`dropped`).
         """
         if self.languages is None or self.prefilter_threshold <= 0.0:
             return True, None
@@ -121,7 +128,13 @@ class LanguageFilter(BaseFilter):
         start = max(0, len(text) // 2 - PREFILTER_TEXT_CHARS // 2)
         lang, score = self.predict(text[start:start + PREFILTER_TEXT_CHARS])
         if lang not in self.languages and score >= self.prefilter_threshold:
-            return False, "extract_skipped_language"
+            if doc is None:
+                return False, "extract_skipped_language"
+            doc.metadata["language"] = lang
+            doc.metadata["language_score"] = score
+            return dropped(doc, "extract_skipped_language", score, self.prefilter_threshold,
+                           f"whole-page text {lang} ({score:.2f} >= {self.prefilter_threshold:g}) "
+                           f"not in {self._kept()}")
         return True, None
 
     def filter(self, doc: Document) -> FilterResult:
@@ -129,7 +142,21 @@ class LanguageFilter(BaseFilter):
         doc.metadata["language"] = lang
         doc.metadata["language_score"] = score
         if self.languages is not None and lang not in self.languages:
-            return False, "lang_not_kept"
+            return dropped(doc, "lang_not_kept", score, None,
+                           f"{lang} ({score:.2f}) not in {self._kept()}")
         if score < self.threshold:
-            return False, "lang_low_score"
+            return dropped(doc, "lang_low_score", score, self.threshold,
+                           f"{lang} score {_score(score, self.threshold)} < {self.threshold:g}")
         return True, None
+
+    def _kept(self) -> str:
+        return "[" + ",".join(sorted(self.languages or ())) + "]"
+
+
+def _score(score: float, threshold: float) -> str:
+    """``score`` with 2 decimals, more where 2 would print it equal to ``threshold``."""
+    for digits in (2, 4, 17):
+        text = f"{score:.{digits}f}"
+        if float(text) != threshold:
+            return text
+    return repr(score)

@@ -8,6 +8,12 @@ documents whose ``hq`` probability is above a threshold. Their published model i
 ``mlfoundations/fasttext-oh-eli5`` (file ``openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin``,
 often renamed ``fasttext_oh_eli5.bin``); :class:`QualityScorer` loads it unchanged.
 
+An **ordinal** model (labels ``__label__0`` .. ``__label__5``, e.g. trained on LLM educational-value
+annotations by ``curate train-quality --annotations --target ordinal``, FineWeb-Edu's recipe) scores
+each document as its expected label divided by the largest label, ``sum_k p(k)·k / max_k``, also in
+``[0, 1]``; so ``[quality] model_path`` takes it unchanged and the threshold/bucket rules apply as
+they are. On that scale FineWeb-Edu's "keep annotation score >= 3 of 5" is ``threshold = 0.6``.
+
 Before prediction the text is turned into one line the way DCLM's enricher does it
 (``baselines/mappers/enrichers/quality_prediction_enrichers_calc_fasttext.py``): strip, split into
 lines, join with one space. fastText itself refuses text containing ``\\n``.
@@ -175,6 +181,16 @@ def _local_model_file(model_path: str | Path) -> Iterator[Path]:
         yield dst
 
 
+def _lines(texts: Sequence[str]) -> list[str]:
+    """``texts`` as fastText input lines (:func:`one_line`); TypeError naming a non-str element."""
+    lines = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
+        lines.append(one_line(t))
+    return lines
+
+
 class QualityScorer:
     """A fastText quality classifier, loaded once; scores documents in batches.
 
@@ -183,15 +199,20 @@ class QualityScorer:
             labels include ``hq_label``, e.g. webmill's shipped :data:`DEFAULT_MODEL_PATH`, a
             model from :func:`webmill.curate.quality.train_quality_model`, or DCLM's
             ``fasttext_oh_eli5.bin`` (labels ``__label__hq`` / ``__label__cc``).
-        hq_label: the label whose probability is the score (default ``__label__hq``).
+        hq_label: the label whose probability is the score (default ``__label__hq``). A model
+            without it whose labels are all ``__label__<int>`` (:func:`ordinal_values`) is
+            ordinal: its score is ``sum_k p(k)·k / max_k`` (the expected label over the largest
+            label; with labels 0..5, a score of 0.6 is an expected annotation of 3).
 
     Raises:
-        UserError: the file is missing, not a fastText model, truncated, or has no
-            ``hq_label`` label (the message names the path and the labels found).
+        UserError: the file is missing, not a fastText model, truncated, or neither has the
+            ``hq_label`` label nor is ordinal (the message names the path and the labels found).
 
     Attributes:
         labels: the model's labels (list of str).
         path: the model path (:class:`~pathlib.Path`; a ``str`` for a URL).
+        ordinal: the label values (list of int, in :attr:`labels` order) of an ordinal model, else None.
+        max_label: the largest of them (int), else None.
     """
 
     def __init__(self, model_path: str | Path, hq_label: str = HQ_LABEL):
@@ -205,10 +226,13 @@ class QualityScorer:
             except (ValueError, RuntimeError, MemoryError) as e:
                 raise UserError(f"quality model {self.path} could not be loaded by fastText: {e}") from None
         self.labels = list(self.model.get_labels())
-        if hq_label not in self.labels:
+        self.ordinal = ordinal_values(self.labels) if hq_label not in self.labels else None
+        if hq_label not in self.labels and self.ordinal is None:
             raise UserError(f"quality model {self.path} has no label {hq_label!r} (its labels: "
-                            f"{self.labels[:5]}); pass hq_label=<the high-quality label>")
+                            f"{self.labels[:5]}); pass hq_label=<the high-quality label>, or use "
+                            f"an ordinal model with labels __label__0 .. __label__5")
         self.hq_label = hq_label
+        self.max_label = max(self.ordinal) if self.ordinal else None
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Probability of the high-quality label for each text.
@@ -217,20 +241,22 @@ class QualityScorer:
             texts: documents (str; may contain line breaks, may be empty).
 
         Returns:
-            ``float32`` array of shape ``(len(texts),)``, values in ``[0, 1]``. Deterministic
+            ``float32`` array of shape ``(len(texts),)``, values in ``[0, 1]``: ``p(hq_label)``,
+            or for an ordinal model the expected label over the largest label. Deterministic
             for a given model file. An empty text gets the model's score for an empty line
             (fastText then uses the bias only).
 
         Raises:
             TypeError: an element of ``texts`` is not a str.
         """
-        lines = []
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
-            lines.append(one_line(t))
+        lines = _lines(texts)
         if not lines:
             return np.zeros(0, dtype=np.float32)
+        if self.ordinal is not None:
+            expected = self._probs(lines) @ np.asarray(self.ordinal, dtype=np.float64)
+            out = (expected / self.max_label).astype(np.float32)
+            np.clip(out, 0.0, 1.0, out=out)
+            return out
         labels, probs = self.model.predict(lines, k=len(self.labels), threshold=0.0)
         hq = self.hq_label
         out = np.empty(len(lines), dtype=np.float32)
@@ -241,3 +267,56 @@ class QualityScorer:
         return out
 
     __call__ = score
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """Probability of every label for each text, columns in the order of :attr:`labels`.
+
+        Args:
+            texts: documents (str; may contain line breaks).
+
+        Returns:
+            ``float64`` array of shape ``(len(texts), len(self.labels))``; each row sums to 1
+            (fastText's softmax outputs, renormalised: fastText adds 1e-5 to each before the log).
+
+        Raises:
+            TypeError: an element of ``texts`` is not a str.
+        """
+        lines = _lines(texts)
+        return self._probs(lines)
+
+    def _probs(self, lines: list[str]) -> np.ndarray:
+        out = np.zeros((len(lines), len(self.labels)), dtype=np.float64)
+        if not lines:
+            return out
+        col = {lab: j for j, lab in enumerate(self.labels)}
+        labels, probs = self.model.predict(lines, k=len(self.labels), threshold=0.0)
+        for i, (lab, p) in enumerate(zip(labels, probs)):
+            out[i, [col[x] for x in lab]] = p
+        out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+        return out
+
+    def expected_label(self, texts: Sequence[str]) -> np.ndarray:
+        """Expected label value of an ordinal model, ``sum_k p(k) * k`` (float64, shape ``(n,)``,
+        in ``[min label, max label]``), e.g. the expected 0-5 annotation score.
+
+        Raises:
+            UserError: the model is not ordinal (its labels are not all ``__label__<int>``).
+        """
+        if self.ordinal is None:
+            raise UserError(f"quality model {self.path} is not ordinal (labels {self.labels[:5]}); "
+                            f"expected labels __label__0 .. __label__5")
+        return self.probabilities(texts) @ np.asarray(self.ordinal, dtype=np.float64)
+
+
+def ordinal_values(labels: Sequence[str]) -> list[int] | None:
+    """The integer values of ordinal labels (``["__label__0", "__label__3"]`` -> ``[0, 3]``),
+    in the order given, or ``None`` unless every label is ``__label__<non-negative int>`` and there
+    are at least two. Such a model is what ``curate train-quality --annotations --target ordinal``
+    writes (:func:`webmill.curate.quality.train_from_annotations`)."""
+    vals = []
+    for lab in labels:
+        v = lab.removeprefix("__label__")
+        if not lab.startswith("__label__") or not (v.isascii() and v.isdigit()):
+            return None
+        vals.append(int(v))
+    return vals if len(vals) >= 2 and max(vals) > 0 else None

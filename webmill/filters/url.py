@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import xxhash
 
-from webmill.filters.base import BaseFilter, Document, FilterResult
+from webmill.filters.base import BaseFilter, Document, FilterResult, dropped
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "ut1"
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -161,17 +161,34 @@ class URLFilter(BaseFilter):
         self.soft_word_threshold = soft_word_threshold
         self.reasons = self.REASONS
 
-    def _domain_blocked(self, host: str) -> bool:
-        return host in self.extra_domains or _contains(self.domain_hashes, _hash(host))
+    def _domain_list(self, host: str) -> str | None:
+        """Which list blocks ``host``: ``"extra_domains"``, ``"the UT1 domain list"`` or None."""
+        if host in self.extra_domains:
+            return "extra_domains"
+        return "the UT1 domain list" if _contains(self.domain_hashes, _hash(host)) else None
 
     def filter(self, doc: Document) -> FilterResult:
-        """Check ``doc.url``; an empty URL is kept (WET records without a URI)."""
-        return self.check_url(doc.url)
+        """Check ``doc.url``; an empty URL is kept (WET records without a URI).
+
+        A drop records no number (``drop_value``/``drop_threshold`` ``None``, except
+        ``url_soft_words``: the soft words found and ``soft_word_threshold``, ``>=``) and a
+        detail naming what matched and on which list, e.g. ``"domain example.com on the UT1
+        domain list"`` (:func:`webmill.filters.base.dropped`).
+        """
+        hit = self.match_url(doc.url)
+        if hit is None:
+            return True, None
+        return dropped(doc, *hit)
 
     def check_url(self, url: str) -> FilterResult:
         """Same as :meth:`filter` for a bare URL string (str) → ``(keep, reason)``."""
+        hit = self.match_url(url)
+        return (True, None) if hit is None else (False, hit[0])
+
+    def match_url(self, url: str) -> tuple[str, float | None, float | None, str] | None:
+        """Why ``url`` is blocked: ``(reason, value, threshold, detail)``, or None when kept."""
         if not url:
-            return True, None
+            return None
         u = url.strip().lower()
         try:
             host = (urlsplit(u if "://" in u else "http://" + u).hostname or "").rstrip(".")
@@ -181,24 +198,29 @@ class URLFilter(BaseFilter):
             host = host[4:]
         ext = self._tld(host) if host else None
         registered = ext.top_domain_under_public_suffix if ext is not None else ""
-        if registered and self._domain_blocked(registered):
-            return False, "url_domain"
+        if registered and (where := self._domain_list(registered)):
+            return "url_domain", None, None, f"domain {registered} on {where}"
         # Longer parents of the host (a.b.example.com, b.example.com); for a host without a
         # known public suffix, every parent of at least two labels.
         labels = host.split(".")
         for parent in (".".join(labels[i:]) for i in range(len(labels) - 1)):
             if registered and not parent.endswith("." + registered):
                 continue
-            if self._domain_blocked(parent):
-                return False, "url_subdomain" if registered else "url_domain"
+            if where := self._domain_list(parent):
+                return ("url_subdomain" if registered else "url_domain"), None, None, \
+                    f"host {parent} on {where}"
         key = _norm_entry(u)
-        if key in self.extra_urls or _contains(self.url_hashes, _hash(key)):
-            return False, "url_exact"
+        if key in self.extra_urls:
+            return "url_exact", None, None, f"url {key} on extra_urls"
+        if _contains(self.url_hashes, _hash(key)):
+            return "url_exact", None, None, f"url {key} on the UT1 URL list"
         words = set(_NON_ALNUM.split(u))
-        if words & self.banned_words:
-            return False, "url_hard_word"
-        if len(words & self.soft_banned_words) >= self.soft_word_threshold:
-            return False, "url_soft_words"
-        if self._subword_re is not None and self._subword_re.search(_NON_ALNUM.sub("", u)):
-            return False, "url_subword"
-        return True, None
+        if hard := words & self.banned_words:
+            return "url_hard_word", None, None, f"word {min(hard)!r} on the banned_words list"
+        soft = words & self.soft_banned_words
+        if len(soft) >= self.soft_word_threshold:
+            return "url_soft_words", len(soft), self.soft_word_threshold, \
+                f"soft banned words {sorted(soft)} ({len(soft)} >= {self.soft_word_threshold})"
+        if self._subword_re is not None and (m := self._subword_re.search(_NON_ALNUM.sub("", u))):
+            return "url_subword", None, None, f"sub-word {m.group()!r} on the banned_subwords list"
+        return None

@@ -59,6 +59,7 @@ def dedup_cmd(
     char_shingles: str = typer.Option(",".join(f"{k}={v}" for k, v in _D.char_shingles.items()), help="Languages shingled by characters, LANG=CHARS,... ('none': words for every language)."),
     write_removed: bool = typer.Option(_D.write_removed, "--write-removed/--no-write-removed", help="Also write removed documents to OUT/removed/dedup/ with dedup_cluster, kept_id and reason."),
     write_index: bool = typer.Option(_D.write_index, "--write-index/--no-write-index", help="Keep the kept documents' band keys in OUT/dedup_index/ so a later run can use --against OUT."),
+    examples_per_reason: int = typer.Option(_D.examples_per_reason, help="Removed documents kept per reason (dedup_exact, dedup_near) in OUT/examples/dedup/ for the report and `curate show` (0 = none)."),
     against: list[str] | None = typer.Option(None, "--against", help="Earlier run's OUT (written with --write-index; repeatable): remove documents duplicating the documents it kept; it is only read.", show_default="none"),
     ray_address: str | None = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster address.", show_default="start a local Ray"),
 ) -> None:
@@ -73,6 +74,7 @@ def dedup_cmd(
         task_memory_bytes=task_memory_mb * 2**20, components=components, distributed_min_edges=distributed_min_edges,
         edges_per_partition=edges_per_partition, max_component_rounds=max_component_rounds,
         char_shingles=parse_char_shingles(char_shingles), write_removed=write_removed, write_index=write_index,
+        examples_per_reason=examples_per_reason,
     )
     cfg.validate()
     storage = as_storage(out)

@@ -12,20 +12,10 @@ from typing import Optional
 import typer
 
 from webmill.curate.cli import app
+from webmill.config import table_with_overrides
 from webmill.curate.rephrase import RephraseConfig, run_rephrase
 
 _D = RephraseConfig()  # the defaults shown in --help
-
-def _rephrase_table(config: Optional[Path]) -> dict:
-    """The ``[rephrase]`` table of the TOML file ``config`` (``{}`` without a file).
-
-    Raises:
-        UserError: the file is missing or is not valid UTF-8 TOML.
-    """
-    from webmill.config import read_toml
-
-    return dict(read_toml(config).get("rephrase", {})) if config is not None else {}
-
 
 @app.command("rephrase")
 def rephrase_cmd(
@@ -61,13 +51,10 @@ def rephrase_cmd(
     output_subdir: str = typer.Option("rephrased", help="Subdirectory of OUT to write."),
 ) -> None:
     """LLM rephrasing (Wikipedia style / Nemotron-CC styles): OUT/final → OUT/rephrased."""
-    table = _rephrase_table(config)
-    for key, value in (("backend", backend), ("base_url", base_url), ("model", model), ("api", api),
-                       ("model_path", model_path), ("fraction", fraction), ("max_tokens", max_tokens),
-                       ("max_segment_tokens", max_segment_tokens), ("concurrency", concurrency),
-                       ("keep_originals", keep_originals), ("cache_path", cache_path)):
-        if value is not None:
-            table[key] = value
+    table = table_with_overrides(config, "rephrase", dict(
+        backend=backend, base_url=base_url, model=model, api=api, model_path=model_path, fraction=fraction,
+        max_tokens=max_tokens, max_segment_tokens=max_segment_tokens, concurrency=concurrency,
+        keep_originals=keep_originals, cache_path=cache_path))
     conf = RephraseConfig.from_dict(table)
     s = run_rephrase(out, conf, input_subdir=input_subdir, output_subdir=output_subdir)
     print(f"rephrase ({s['model']}): {s['documents_in']} documents → {s['documents_out']} "

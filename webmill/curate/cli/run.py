@@ -85,7 +85,8 @@ def run(
     pii: bool = typer.Option(True, "--pii/--no-pii", help="Run PII scrubbing."),
     quality: Optional[bool] = typer.Option(None, "--quality/--no-quality", show_default=False,
                                            help="Score documents with the quality classifier "
-                                           "(default: the config's quality.enabled, off)."),
+                                           "(default: the config's quality.enabled: on, in buckets mode, which "
+                                           "scores and buckets every document and drops none)."),
     tokenizer: Optional[str] = typer.Option(None, show_default=False,
                                             help="tiktoken name, trained tokenizer dir, or bpe:N to train "
                                             "a BPE of vocab N on this run's text (default: cl100k_base)."),

@@ -61,6 +61,10 @@ class DedupConfig:
             without spaces (zh, ja, th, ...); other documents use ``shingle_size`` words.
         write_removed: also write the removed documents to ``OUT/removed/dedup/<name>.parquet``
             with their component id and the kept document's id.
+        examples_per_reason: keep at most this many removed documents per reason and file in
+            ``OUT/examples/dedup/<name>.parquet`` (the bottom-k by id hash of
+            :class:`webmill.curate.examples.ExampleSampler`; 0 = none). ``curate run`` passes
+            ``[output] examples_per_reason``.
         write_index: persist the band keys of the kept documents in ``OUT/dedup_index/`` so a
             later run can deduplicate against this one (``--against``).
     """
@@ -89,6 +93,7 @@ class DedupConfig:
     max_component_rounds: int = 200
     char_shingles: dict = field(default_factory=lambda: dict(DEFAULT_CHAR_SHINGLES))
     write_removed: bool = False
+    examples_per_reason: int = 5
     write_index: bool = True
 
     def resolved_bands_rows(self) -> tuple[int, int]:
@@ -131,6 +136,10 @@ class DedupConfig:
         value = self.distributed_min_edges
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise UserError(f"dedup config: distributed_min_edges must be an integer >= 0, got {value!r}")
+        value = self.examples_per_reason
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise UserError(f"dedup config: examples_per_reason must be an integer >= 0 ([output] "
+                            f"examples_per_reason; 0 = no examples), got {value!r}")
         for key in ("write_removed", "write_index"):
             if not isinstance(getattr(self, key), bool):
                 raise UserError(f"dedup config: {key} must be true or false, got {getattr(self, key)!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from webmill.curate.examples import ExampleSampler, example_key
 from webmill.errors import UserError
 from webmill.storage import Storage
 
@@ -72,7 +73,7 @@ def read_keep_columns(storage: Storage, rel: str, local_rows: np.ndarray) -> pa.
 def write_deduped_file(
     storage: Storage, src: str, dst: str, local_rows: np.ndarray, cluster: np.ndarray, remove: np.ndarray,
     batch_docs: int, removed_dst: str | None = None, kept_id: np.ndarray | None = None,
-    reason: np.ndarray | None = None,
+    reason: np.ndarray | None = None, examples: ExampleSampler | None = None,
 ) -> dict[str, int]:
     """Stream document file ``src`` to ``dst`` (both relative to ``storage``) without removed rows
     and with ``dedup_cluster``; optionally the removed rows to ``removed_dst``.
@@ -86,7 +87,9 @@ def write_deduped_file(
             ``dedup_cluster``, ``kept_id`` (string: id of the document kept in the component)
             and ``reason`` (string, ``"dedup_exact"`` | ``"dedup_near"``).
         kept_id, reason: object arrays aligned with ``local_rows`` (read where ``remove``);
-            required with ``removed_dst``.
+            required with ``removed_dst`` or ``examples``.
+        examples: if given, the removed rows are offered to it (stage ``"dedup"``, detail
+            ``"duplicate of <kept_id>"``) from the batches read here: the file is not read again.
 
     Output: same columns in the same order (an existing ``dedup_cluster`` is replaced) plus
     ``dedup_cluster`` int64; rows in input order; zstd with statistics, one row group per batch
@@ -125,8 +128,10 @@ def write_deduped_file(
             kept_table = table.select([f.name for f in out_fields]).append_column("dedup_cluster", pa.array(cl))
             kept_table = kept_table.filter(pa.array(keep))
             writer.write_table(kept_table.cast(out_schema))
+            gone = remove[lo:hi]
+            if examples is not None and gone.any():
+                _offer_removed(examples, table.filter(pa.array(~keep)), reason[lo:hi][gone], kept_id[lo:hi][gone])
             if rm_writer is not None:
-                gone = remove[lo:hi]
                 rm = table.select([f.name for f in base_fields]).filter(pa.array(~keep))
                 rm = rm.append_column("dedup_cluster", pa.array(cl[~keep]))
                 rm = rm.append_column("kept_id", pa.array(list(kept_id[lo:hi][gone]), pa.string()))
@@ -136,3 +141,22 @@ def write_deduped_file(
             n_in += n
             n_out += kept_table.num_rows
     return {"in": n_in, "out": n_out}
+
+
+def _offer_removed(sampler: ExampleSampler, rm: pa.Table, reasons: np.ndarray, kept_ids: np.ndarray) -> None:
+    """Offer the removed rows ``rm`` of one batch (``reasons``/``kept_ids`` aligned) to
+    ``sampler``. Per reason only the batch's ``per_reason`` smallest ``(example_key(id), id)`` can
+    enter a bottom-k sample, so only their text is converted to Python."""
+    ids = rm.column("id").cast(pa.string()).to_pylist()
+    keys = [example_key(i or "") for i in ids]
+    pick: list[int] = []
+    for r in sorted(set(reasons.tolist())):
+        rows = [j for j in range(len(ids)) if reasons[j] == r]
+        pick += sorted(rows, key=lambda j: (keys[j], ids[j] or ""))[:sampler.per_reason]
+    sub = rm.take(pa.array(sorted(pick), pa.int64()))
+    get = {c: (sub.column(c).to_pylist() if c in sub.column_names else [None] * len(pick))
+           for c in ("url", "text", "language", "language_score")}
+    for j, row in enumerate(sorted(pick)):
+        sampler.offer(str(reasons[row]), "dedup", id=ids[row], url=get["url"][j], text=get["text"][j],
+                      language=get["language"][j], language_score=get["language_score"][j],
+                      detail=f"duplicate of {kept_ids[row]}")

@@ -28,10 +28,18 @@ from webmill.curate.dedup.graph import (bucket_udf, component_stats, connected_c
                                         exact_representatives, unique_edges)
 from webmill.curate.dedup.keep import REASON_EXACT, REASON_NEAR, choose_kept, distributed_keep, removal_details
 from webmill.curate.dedup.signatures import band_rows_udf
+from webmill.curate.examples import EXAMPLES_DIR, ExampleSampler
 from webmill.errors import UserError
 from webmill.storage import Storage, as_storage
 
 REMOVED_SUBDIR = "removed/dedup"
+EXAMPLES_SUBDIR = f"{EXAMPLES_DIR}/dedup"
+
+
+def _need_ids(cfg: DedupConfig) -> bool:
+    """Whether the keep step resolves the kept document's id of each removed one (for
+    ``removed/dedup/`` or the examples)."""
+    return cfg.write_removed or cfg.examples_per_reason > 0
 
 
 def _find_edges(ray, storage: Storage, rels: list[str], offsets, cfg: DedupConfig, num_partitions: int,
@@ -103,7 +111,7 @@ def _single_keep(ray, storage: Storage, rels, offsets, edge_ds, n_edges: int, cf
     remove, kept, ids = choose_kept(ray, storage, rels, offsets, nodes, comp, n_docs, use_quality, task_args)
     n_new = len(ids)  # nodes[:n_new] are this run's documents
     kept_id = exact = None
-    if cfg.write_removed:
+    if _need_ids(cfg):
         rep = exact_representatives(nodes, exact_nodes, exact_comp)
         kept_id, exact = removal_details(nodes, kept, ids, rep, lambda old: dindex.resolve_against_ids(ag, old))
     stats = component_stats(nodes, comp, exact_nodes, exact_comp, n_docs=n_docs)
@@ -140,23 +148,27 @@ def _distributed_components(ray, edge_ds, n_edges: int, cfg: DedupConfig, num_cp
 
 
 def _write_file(storage: Storage, rel: str, name: str, offset: int, output_subdir: str, dec: dict,
-                batch_docs: int, removed: bool, index_offset: int | None) -> dict:
-    """Ray task, stage 5 of one file: ``deduped/`` (and ``removed/dedup/``), then its index file.
+                batch_docs: int, removed: bool, index_offset: int | None, examples_per_reason: int = 0) -> dict:
+    """Ray task, stage 5 of one file: ``deduped/`` (and ``removed/dedup/``, and
+    ``examples/dedup/`` when ``examples_per_reason > 0``), then its index file.
 
     ``dec``: the file's keep decisions sorted by node: ``node`` (int64 global index),
-    ``cluster`` (int64), ``remove`` (bool), with ``removed`` also ``kept_id`` (str objects or
-    UTF-8 bytes) and ``exact`` (bool)."""
+    ``cluster`` (int64), ``remove`` (bool), with ``removed`` or examples also ``kept_id`` (str
+    objects or UTF-8 bytes) and ``exact`` (bool)."""
     local_rows = np.asarray(dec["node"], np.int64) - offset
     remove = np.asarray(dec["remove"], bool)
     kept_id = reason = None
-    if removed:
+    sampler = ExampleSampler(examples_per_reason) if examples_per_reason > 0 else None
+    if removed or sampler is not None:
         kept_id = np.asarray(dec["kept_id"])
         if kept_id.dtype.kind == "S":
             kept_id = np.char.decode(kept_id, "utf-8").astype(object)
         reason = np.where(np.asarray(dec["exact"], bool), REASON_EXACT, REASON_NEAR).astype(object)
     w = write_deduped_file(storage, rel, f"{output_subdir}/{name}", local_rows, np.asarray(dec["cluster"], np.int64),
                            remove, batch_docs, removed_dst=f"{REMOVED_SUBDIR}/{name}" if removed else None,
-                           kept_id=kept_id, reason=reason)
+                           kept_id=kept_id, reason=reason, examples=sampler)
+    if sampler is not None:  # after deduped/: examples are separate files, deduped/ bytes do not change
+        storage.write_parquet(f"{EXAMPLES_SUBDIR}/{name}", sampler.table())
     if index_offset is not None:
         dindex.publish_file_index(storage, name, local_rows[remove], index_offset)
     return w
@@ -188,9 +200,13 @@ def run_dedup(
     when it has no duplicate; global row index = rows of the name-sorted files before it + row)
     and ``out_dir/stats/dedup.json``; with ``cfg.write_removed`` the removed rows to
     ``out_dir/removed/dedup/<stem>.parquet`` (+ ``dedup_cluster``, ``kept_id``, ``reason``);
+    with ``cfg.examples_per_reason`` at most that many removed documents per reason in
+    ``out_dir/examples/dedup/<stem>.parquet`` (:data:`~webmill.curate.examples.EXAMPLE_SCHEMA`,
+    detail ``"duplicate of <kept_id>"``; deterministic bottom-k by id hash);
     with ``cfg.write_index`` the kept documents' band keys to ``out_dir/dedup_index/`` (for a
     later ``against``). Output files of an earlier run without a matching input are deleted
-    (all of ``removed/dedup/`` when ``write_removed`` is off), and so are temp files a killed
+    (all of ``removed/dedup/`` when ``write_removed`` is off, of ``examples/dedup/`` when
+    ``examples_per_reason`` is 0), and so are temp files a killed
     run left. Uses the running Ray if ``ray.is_initialized()``, else starts (and stops) a local
     one. Deterministic: a rerun on the same input gives byte-identical files, with either
     components path.
@@ -258,7 +274,7 @@ def run_dedup(
             seconds["components"] = time.perf_counter() - t
             t = time.perf_counter()
             decisions, removed_per_file, kstats = distributed_keep(
-                ray, storage, rels, offsets, label_refs, edge_refs, ag, use_quality, cparts, cfg.write_removed,
+                ray, storage, rels, offsets, label_refs, edge_refs, ag, use_quality, cparts, _need_ids(cfg),
                 task_args)
             del edge_refs, label_refs
             seconds["keep"] = time.perf_counter() - t
@@ -268,18 +284,22 @@ def run_dedup(
         storage.makedirs(output_subdir)
         if cfg.write_removed:
             storage.makedirs(REMOVED_SUBDIR)
+        if cfg.examples_per_reason:
+            storage.makedirs(EXAMPLES_SUBDIR)
         kept_counts = (np.diff(offsets) - np.asarray(removed_per_file, np.int64)).tolist()
         kept_offsets = np.concatenate([[0], np.cumsum(kept_counts)]).astype(np.int64)
         write_remote = ray.remote(_write_file).options(**task_args)
         refs = [
             write_remote.remote(storage, rel, name, int(offsets[i]), output_subdir, decisions[i], cfg.batch_docs,
-                                cfg.write_removed, int(kept_offsets[i]) if cfg.write_index else None)
+                                cfg.write_removed, int(kept_offsets[i]) if cfg.write_index else None,
+                                cfg.examples_per_reason)
             for i, (rel, name) in enumerate(zip(rels, names))
         ]
         del decisions
         written = ray.get(refs)
         stale = _remove_stale(storage, output_subdir, names)
         _remove_stale(storage, REMOVED_SUBDIR, names if cfg.write_removed else [])
+        _remove_stale(storage, EXAMPLES_SUBDIR, names if cfg.examples_per_reason else [])
         if cfg.write_index:
             dindex.write_index_meta(storage, cfg, names, kept_counts, output_subdir=output_subdir)
         else:

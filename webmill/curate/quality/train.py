@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import xxhash
@@ -73,10 +73,12 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
     }
 
 
-def _is_heldout(text: str, valid_frac: float) -> bool:
-    # Deterministic and order-independent: the same text always lands in the same split, so
-    # exact duplicates never straddle train and held-out.
-    return xxhash.xxh64_intdigest(text.encode("utf-8", "surrogatepass")) % 1_000_000 < valid_frac * 1_000_000
+def is_heldout(key: str, valid_frac: float) -> bool:
+    """Whether the document with ``key`` (its text, or its id) is held out: the xxh64 of the
+    UTF-8 key falls in the lowest ``valid_frac`` of the hash range. Deterministic and
+    order-independent: the same key always lands in the same split (so exact duplicate texts
+    never straddle train and held-out)."""
+    return xxhash.xxh64_intdigest(key.encode("utf-8", "surrogatepass")) % 1_000_000 < valid_frac * 1_000_000
 
 
 def train_quality_model(
@@ -148,21 +150,10 @@ def train_quality_model(
         UserError: unreadable/unsupported inputs, no positive or no negative document, a
             bad setting, or an ``out_path`` suffix that does not match ``quantize``.
     """
-    storage, model_name = _model_target(out_path)
-    want = ".ftz" if quantize else ".bin"
-    if Path(model_name).suffix != want:
-        raise UserError(f"{out_path}: a {'quantized' if quantize else 'full'} fastText model is "
-                        f"written as *{want}; rename the output or "
-                        f"{'drop' if quantize else 'add'} --quantize")
-    if not 0.0 <= valid_frac <= 0.9:
-        raise UserError(f"valid_frac must be in [0, 0.9], got {valid_frac}")
-    for name, v in (("epoch", epoch), ("dim", dim), ("word_ngrams", word_ngrams), ("threads", threads),
-                    ("bucket", bucket), ("min_count", min_count)):
-        if int(v) < (0 if name == "bucket" else 1):
-            raise UserError(f"{name} must be a positive integer, got {v}")
-    if lr <= 0:
-        raise UserError(f"lr must be > 0, got {lr}")
-
+    settings = dict(quantize=quantize, valid_frac=valid_frac, lr=lr, epoch=epoch, dim=dim, ws=ws,
+                    min_count=min_count, word_ngrams=word_ngrams, bucket=bucket,
+                    quantize_cutoff=quantize_cutoff, seed=seed, threads=threads)
+    check_settings(out_path, **settings)
     if isinstance(positive_files, (str, Path)):
         positive_files = [positive_files]
     if isinstance(negative_files, (str, Path)):
@@ -180,7 +171,7 @@ def train_quality_model(
     train_lines, valid = [], []  # valid: (label 1/0, text)
     for label, texts in data.items():
         for t in texts:
-            if valid_frac > 0 and _is_heldout(t, valid_frac):
+            if valid_frac > 0 and is_heldout(t, valid_frac):
                 valid.append((int(label == HQ_LABEL), t))
             else:
                 train_lines.append(f"{label} {t}")
@@ -189,8 +180,95 @@ def train_quality_model(
     if min(n_train.values()) == 0:
         raise UserError(f"after holding out {valid_frac:.0%} no training document is left for one "
                         f"label ({n_train}); add documents or lower valid_frac")
-    random.Random(seed).shuffle(train_lines)
 
+    def evaluate(scorer: QualityScorer, texts: list[str]) -> dict:
+        return classification_metrics(np.array([v[0] for v in valid], dtype=np.int8), scorer.score(texts))
+
+    info = {
+        "labels": {"positive": HQ_LABEL, "negative": LQ_LABEL},
+        "n_train": n_train,
+        "n_valid": {"hq": int(sum(v[0] for v in valid)), "cc": int(sum(1 - v[0] for v in valid))},
+    }
+    return fit_and_publish(train_lines, [v[1] for v in valid], out_path, evaluate=evaluate, info=info,
+                           verbose=verbose, **settings)
+
+
+def check_settings(out_path: str | Path, *, quantize: bool, valid_frac: float, lr: float, epoch: int,
+                   dim: int, ws: int, min_count: int, word_ngrams: int, bucket: int,
+                   quantize_cutoff: int, seed: int, threads: int) -> None:
+    """Check the fastText settings of :func:`fit_and_publish` before any input is read.
+
+    Raises:
+        UserError: ``out_path``'s suffix does not match ``quantize`` (``.ftz`` quantized, ``.bin``
+            full), ``valid_frac`` outside ``[0, 0.9]``, a non-positive integer setting or ``lr``.
+    """
+    _, model_name = _model_target(out_path)
+    want = ".ftz" if quantize else ".bin"
+    if Path(model_name).suffix != want:
+        raise UserError(f"{out_path}: a {'quantized' if quantize else 'full'} fastText model is "
+                        f"written as *{want}; rename the output or "
+                        f"{'drop' if quantize else 'add'} --quantize")
+    if not 0.0 <= valid_frac <= 0.9:
+        raise UserError(f"valid_frac must be in [0, 0.9], got {valid_frac}")
+    for name, v in (("epoch", epoch), ("dim", dim), ("word_ngrams", word_ngrams), ("threads", threads),
+                    ("bucket", bucket), ("min_count", min_count), ("ws", ws)):
+        if int(v) < (0 if name == "bucket" else 1):
+            raise UserError(f"{name} must be a positive integer, got {v}")
+    if lr <= 0:
+        raise UserError(f"lr must be > 0, got {lr}")
+
+
+def fit_and_publish(
+    train_lines: list[str],
+    valid_texts: list[str],
+    out_path: str | Path,
+    *,
+    evaluate: Callable[[QualityScorer, list[str]], dict],
+    info: dict[str, Any],
+    quantize: bool,
+    valid_frac: float,
+    lr: float,
+    epoch: int,
+    dim: int,
+    ws: int,
+    min_count: int,
+    word_ngrams: int,
+    bucket: int,
+    quantize_cutoff: int,
+    seed: int,
+    threads: int,
+    verbose: int = 0,
+) -> dict[str, Any]:
+    """The training core shared by :func:`train_quality_model` and
+    :func:`~webmill.curate.quality.annotations.train_from_annotations`: shuffle the labelled
+    lines, train fastText in a child process (:func:`_train_in_child`), publish the model through
+    :mod:`webmill.storage`, score ``valid_texts`` with the published bytes, write the metrics.
+
+    Args:
+        train_lines: fastText lines ``"__label__X one-line text"`` (shuffled here with ``seed``).
+        valid_texts: held-out documents, one line each (:func:`~webmill.filters.quality.one_line`).
+        out_path: model file (local path or fsspec URL), ``.bin`` or ``.ftz`` when ``quantize``.
+        evaluate: ``evaluate(scorer, valid_texts) -> dict`` of held-out metrics; called only when
+            ``valid_texts`` is not empty.
+        info: entries put in the result between ``model_bytes`` and ``valid`` (labels, counts).
+        quantize, valid_frac, lr, epoch, dim, ws, min_count, word_ngrams, bucket,
+            quantize_cutoff, seed, threads, verbose: as in :func:`train_quality_model`.
+
+    Returns:
+        dict: ``model_path``, ``model_bytes``, ``**info``, ``valid`` (``evaluate``'s dict or
+        ``None``), ``train_seconds``, ``params``; also written to
+        ``<out_path without suffix>.metrics.json`` (JSON, indent 2, NaN -> null, the model's file
+        name instead of ``out_path``).
+
+    Raises:
+        UserError: a bad setting (:func:`check_settings`) or a failed training.
+    """
+    check_settings(out_path, quantize=quantize, valid_frac=valid_frac, lr=lr, epoch=epoch, dim=dim,
+                   ws=ws, min_count=min_count, word_ngrams=word_ngrams, bucket=bucket,
+                   quantize_cutoff=quantize_cutoff, seed=seed, threads=threads)
+    storage, model_name = _model_target(out_path)
+    train_lines = list(train_lines)
+    random.Random(seed).shuffle(train_lines)
     params = dict(lr=lr, epoch=epoch, dim=dim, ws=ws, minCount=min_count, wordNgrams=word_ngrams,
                   bucket=bucket, loss="softmax", seed=seed, thread=threads)
     t0 = time.perf_counter()
@@ -203,18 +281,12 @@ def train_quality_model(
             shutil.copyfileobj(src, dst, 8 * 2**20)
         train_seconds = time.perf_counter() - t0
         model_bytes = local_model.stat().st_size
-
-        metrics = None
-        if valid:
-            scorer = QualityScorer(local_model)  # the bytes just published
-            y = np.array([v[0] for v in valid], dtype=np.int8)
-            metrics = classification_metrics(y, scorer.score([v[1] for v in valid]))
+        # the bytes just published
+        metrics = evaluate(QualityScorer(local_model), list(valid_texts)) if valid_texts else None
     result = {
         "model_path": str(out_path),
         "model_bytes": model_bytes,
-        "labels": {"positive": HQ_LABEL, "negative": LQ_LABEL},
-        "n_train": n_train,
-        "n_valid": {"hq": int(sum(v[0] for v in valid)), "cc": int(sum(1 - v[0] for v in valid))},
+        **info,
         "valid": metrics,
         "train_seconds": round(train_seconds, 3),
         "params": {**params, "quantize": quantize, "quantize_cutoff": quantize_cutoff if quantize else None,
@@ -283,9 +355,11 @@ def _train_in_child(train_file: Path, out_file: Path, params: dict, quantize: bo
 
 
 def _jsonable(x):
-    """``x`` with NaN floats replaced by None (strict JSON has no NaN)."""
+    """``x`` with NaN floats replaced by None (strict JSON has no NaN); tuples become lists."""
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
     if isinstance(x, float) and math.isnan(x):
         return None
     return x

@@ -7,7 +7,6 @@ The pipeline config registry refers to this class as ``webmill.curate.rephrase:R
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from webmill.curate.rephrase.prompts import LENGTH_BOUNDS, STYLES
@@ -15,8 +14,10 @@ from webmill.errors import UserError
 
 
 @dataclass
-class RephraseConfig:
-    """All settings of the rephrasing stage (the keys of a ``[rephrase]`` config table).
+class BackendSettings:
+    """The LLM backend settings shared by ``[rephrase]`` (:class:`RephraseConfig`) and
+    ``[annotate]`` (:class:`webmill.curate.annotate.AnnotateConfig`): the same backends
+    (:mod:`webmill.curate.rephrase.llm`) and request cache serve both commands.
 
     Attributes:
         backend: ``"llama_cpp"`` (in-process GGUF, default the embedded Gemma 3 270M) or
@@ -29,6 +30,52 @@ class RephraseConfig:
         model_path: GGUF file for llama_cpp; empty → the embedded Gemma 3 270M.
         n_threads: llama_cpp CPU threads (1 on shared machines, see packages.md).
         n_ctx: llama_cpp context window (model tokens; prompt + max_tokens must fit).
+        concurrency: requests in flight (int ≥ 1; llama_cpp runs one at a time anyway).
+        timeout_s: per-request timeout (seconds, > 0).
+        max_retries: retries per request after the first try (exponential backoff, the client's).
+        max_consecutive_failures: after this many failed requests in a row, stop sending (the
+            server is down); the remaining documents are counted as failed (0 = never stop).
+        cache_path: sqlite request cache (a local file); empty → ``OUT/cache/<command>.sqlite``
+            (``$WEBMILL_CACHE/<command>/`` when OUT is a URL).
+    """
+
+    backend: str = "llama_cpp"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = ""
+    api: str = "completions"
+    api_key_env: str = "OPENAI_API_KEY"
+    model_path: str = ""
+    n_threads: int = 1
+    n_ctx: int = 2048
+    concurrency: int = 4
+    timeout_s: float = 120.0
+    max_retries: int = 3
+    max_consecutive_failures: int = 20
+    cache_path: str = ""
+
+    def check_backend(self, bad) -> None:
+        """Range checks of the fields above; ``bad(key, message)`` raises the section's
+        :class:`~webmill.errors.UserError`."""
+        if self.backend not in ("openai", "llama_cpp"):
+            bad("backend", f"must be 'openai' or 'llama_cpp', got {self.backend!r}")
+        if self.api not in ("completions", "chat"):
+            bad("api", f"must be 'completions' (base models) or 'chat' (instruct models), got {self.api!r}")
+        for key in ("concurrency", "n_threads", "n_ctx"):
+            if getattr(self, key) < 1:
+                bad(key, f"must be >= 1, got {getattr(self, key)}")
+        for key in ("max_retries", "max_consecutive_failures"):
+            if getattr(self, key) < 0:
+                bad(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.timeout_s <= 0:
+            bad("timeout_s", f"must be > 0, got {self.timeout_s}")
+
+
+@dataclass
+class RephraseConfig(BackendSettings):
+    """All settings of the rephrasing stage (the keys of a ``[rephrase]`` config table).
+
+    Attributes:
+        The backend keys of :class:`BackendSettings`, and:
         low_styles / high_styles: styles for ``quality_bucket < bucket_threshold`` / ``>=``.
         bucket_threshold: first "high" bucket (int; 10 of 20 buckets).
         default_style: style when the table has no ``quality_bucket`` (or it is null).
@@ -36,14 +83,8 @@ class RephraseConfig:
         fraction: fraction of documents rephrased (float in [0, 1], by id hash).
         seed: seed of the sampling/style hashes (int).
         max_segment_tokens: largest segment in cl100k_base tokens (int ≥ 16).
-        concurrency: requests in flight (int ≥ 1; llama_cpp runs one at a time anyway).
-        timeout_s: per-request timeout (seconds).
-        max_retries: retries per request after the first try (exponential backoff).
-        max_consecutive_failures: after this many failed requests in a row, stop sending
-            (the server is down); the remaining documents pass through as failed (0 = never stop).
         temperature, top_p: sampling parameters.
         max_tokens: most generated tokens per request (the model's tokens).
-        cache_path: sqlite request cache; empty → ``OUT/cache/rephrase.sqlite``.
         keep_originals: keep the original next to its synthetic versions (False → replaced;
             originals without a synthetic version are always kept).
         min_length_ratio / max_length_ratio: bounds of output/input characters; 0 → the
@@ -62,14 +103,6 @@ class RephraseConfig:
             the synthetic document to be written (invalid segments are left out).
     """
 
-    backend: str = "llama_cpp"
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = ""
-    api: str = "completions"
-    api_key_env: str = "OPENAI_API_KEY"
-    model_path: str = ""
-    n_threads: int = 1
-    n_ctx: int = 2048
     low_styles: tuple = ("wikipedia",)
     high_styles: tuple = ("qa", "distill", "extract_knowledge", "knowledge_list")
     bucket_threshold: int = 10
@@ -78,14 +111,9 @@ class RephraseConfig:
     fraction: float = 1.0
     seed: int = 0
     max_segment_tokens: int = 512
-    concurrency: int = 4
-    timeout_s: float = 120.0
-    max_retries: int = 3
-    max_consecutive_failures: int = 20
     temperature: float = 0.5
     top_p: float = 0.9
     max_tokens: int = 768
-    cache_path: str = ""
     keep_originals: bool = True
     min_length_ratio: float = 0.0
     max_length_ratio: float = 0.0
@@ -100,10 +128,7 @@ class RephraseConfig:
         def bad(key, msg):
             raise UserError(f"config [rephrase] {key}: {msg}")
 
-        if self.backend not in ("openai", "llama_cpp"):
-            bad("backend", f"must be 'openai' or 'llama_cpp', got {self.backend!r}")
-        if self.api not in ("completions", "chat"):
-            bad("api", f"must be 'completions' (base models) or 'chat' (instruct models), got {self.api!r}")
+        self.check_backend(bad)
         if self.styles_per_document not in ("one", "all"):
             bad("styles_per_document", f"must be 'one' or 'all', got {self.styles_per_document!r}")
         for key in ("low_styles", "high_styles", "truncated_styles"):
@@ -119,14 +144,8 @@ class RephraseConfig:
             bad("fraction", f"must be in [0, 1], got {self.fraction}")
         if self.max_segment_tokens < 16:
             bad("max_segment_tokens", f"must be >= 16, got {self.max_segment_tokens}")
-        for key in ("concurrency", "n_threads", "max_tokens", "n_ctx"):
-            if getattr(self, key) < 1:
-                bad(key, f"must be >= 1, got {getattr(self, key)}")
-        for key in ("max_retries", "max_consecutive_failures"):
-            if getattr(self, key) < 0:
-                bad(key, f"must be >= 0, got {getattr(self, key)}")
-        if self.timeout_s <= 0:
-            bad("timeout_s", f"must be > 0, got {self.timeout_s}")
+        if self.max_tokens < 1:
+            bad("max_tokens", f"must be >= 1, got {self.max_tokens}")
         if not 0.0 <= self.max_similarity <= 1.0:
             bad("max_similarity", f"must be in [0, 1], got {self.max_similarity}")
         if not 0.0 <= self.min_support <= 1.0:
@@ -143,21 +162,9 @@ class RephraseConfig:
         Raises:
             UserError: unknown key (lists the known ones) or a value of the wrong type.
         """
-        table = dict(table or {})
-        table.pop("enabled", None)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key, value in table.items():
-            if key not in fields:
-                raise UserError(f"unknown config key [rephrase] {key!r}; known keys: enabled, {', '.join(fields)}")
-            default = fields[key].default
-            ok = (isinstance(value, bool) if isinstance(default, bool)
-                  else isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(default, float)
-                  else isinstance(value, int) and not isinstance(value, bool) if isinstance(default, int)
-                  else isinstance(value, (list, tuple, str)) if isinstance(default, tuple)
-                  else isinstance(value, str))
-            if not ok:
-                raise UserError(f"config [rephrase] {key} must be {type(default).__name__}, got {value!r}")
-        return cls(**table)
+        from webmill.config import dataclass_from_table
+
+        return dataclass_from_table(cls, table, "rephrase")
 
     @classmethod
     def from_config(cls, cfg: dict) -> "RephraseConfig":

