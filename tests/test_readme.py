@@ -150,12 +150,16 @@ def test_python_block_runs(tmp_path, examples_warc):
 def test_training_commands_run(workdir):
     """`train pretrain` on the README's OUT/shards, as printed plus ``--max-steps 3`` (its default
     200 steps take ~18 minutes on two CPU cores: cl100k's 100k-token output layer costs ~5 s a
-    step), then `train sample` exactly as printed, which loads the run's newest checkpoint."""
+    step), then `train sample` and `train eval` exactly as printed, which load the run's newest
+    checkpoint."""
     if not (workdir / "OUT" / "shards" / "manifest.json").is_file():
         test_curate_commands_run_on_two_bundled_warcs(workdir)
     lines = [c for c in commands() if c.startswith("train ")]
-    assert [shlex.split(c)[1] for c in lines] == ["pretrain", "sample"]
+    assert [shlex.split(c)[1] for c in lines] == ["pretrain", "sample", "eval"]
     run(lines[0] + " --max-steps 3", workdir, timeout=900)
     assert (workdir / "runs" / "gpt" / "checkpoints" / "step-00000003.pt").is_file()
     p = run(lines[1], workdir)
     assert "The history of" in p.stdout
+    run(lines[2], workdir)  # bits per byte on OUT/shards' val split and the bundled task file
+    (rec,) = [json.loads(x) for x in (workdir / "runs" / "gpt" / "eval.jsonl").read_text().splitlines()]
+    assert rec["step"] == 3 and rec["bpb"] > 0 and rec["tokens"] > 0

@@ -317,3 +317,40 @@ def test_training_does_not_import_the_curation_side():
             "assert not bad, bad; assert 'webmill.storage' in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_reuse_freed_memory_stops_page_faults():
+    """The allocator lever of CPU training (webmill.train.cpu_speed): a block of the size of the
+    tiny preset's logits (32 MiB) is page-faulted in on every allocation by default, and once only
+    while inside ``reuse_freed_memory``."""
+    import resource
+
+    from webmill.train.cpu_speed import _glibc, reuse_freed_memory
+
+    if _glibc() is None:
+        pytest.skip("not glibc: the setting is a no-op")
+
+    def faults(n=6):
+        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(n):
+            torch.ones(2048, 4096).sum()  # 32 MiB allocated, touched, freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+
+    pages = 2048 * 4096 * 4 // os.sysconf("SC_PAGE_SIZE")
+    assert faults() >= 5 * pages  # default: mmap'd afresh each time
+    with reuse_freed_memory(enabled=False) as active:
+        assert not active and faults() >= 5 * pages
+    with reuse_freed_memory() as active:
+        assert active
+        faults(1)  # the heap grows once
+        assert faults() < pages // 4  # then the same memory is reused
+
+
+def test_bf16_capable_flags():
+    from webmill.train.cpu_speed import bf16_capable, cpu_flags
+
+    epyc = "processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f\n"
+    spr = "flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert cpu_flags(epyc) == {"fpu", "sse", "avx2", "fma", "avx512f"}
+    assert not bf16_capable(cpu_flags(epyc)) and bf16_capable(cpu_flags(spr))
+    assert cpu_flags("no flags here") == set()

@@ -1,4 +1,4 @@
-"""The ``train`` console script: ``train pretrain``, ``sample``, ``export-hf``, ``report``.
+"""The ``train`` console script: ``train pretrain``, ``sample``, ``eval``, ``export-hf``, ``report``.
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node 8 -m webmill.train.cli pretrain ...``
 (see ``docs/training.md``). Errors the user can fix print ``error: ...`` and exit with code 2.
@@ -14,7 +14,8 @@ from webmill.errors import UserError
 from webmill.train.config import TrainConfig, config_defaults
 
 app = typer.Typer(
-    help="Pretrain a GPT on webmill token shards, sample from it, export it to Hugging Face.",
+    help="Pretrain a GPT on webmill token shards, sample from it, evaluate it (loss, bits per byte, tasks), "
+         "export it to Hugging Face.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -210,6 +211,57 @@ def report_cmd(run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="Run d
     from webmill.train.report import write_train_report
 
     typer.echo(f"report: {write_train_report(run_dir)}")
+
+
+@app.command("eval")
+@_user_errors
+def eval_cmd(
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", metavar="RUN_OR_CKPT", help="A run directory (its "
+                                   "newest checkpoint; every one with --all) or a RUN/checkpoints/step-*.pt file, "
+                                   "local or an fsspec URL. Results are appended to RUN/eval.jsonl."),
+    shards: str = typer.Option(None, "--shards", metavar="DIR", help="Token shard directory to evaluate on (its "
+                               "tokenizer must be the checkpoint's), local or an fsspec URL."),
+    split: str = typer.Option("val", help="Shard split: val or train."),
+    text: list[str] = typer.Option(None, "--text", metavar="FILE", help="Raw text to evaluate on, tokenized with "
+                                   "the checkpoint's tokenizer: .txt (one document), .jsonl (\"text\" per line), "
+                                   ".parquet ('text' column) or a directory of them; repeat for several."),
+    max_tokens: int = typer.Option(None, help="Predicted tokens evaluated (the first of the data; default "
+                                   "262,144). 0: all."),
+    all_checkpoints: bool = typer.Option(False, "--all", help="Evaluate every checkpoint of the run in step "
+                                         "order (the curve), on the same tokens."),
+    tasks: list[str] = typer.Option(None, "--tasks", metavar="FILE", help="Multiple-choice task file (JSONL: "
+                                    "context, choices, label); repeat for several. Accuracy and normalized "
+                                    "accuracy per task."),
+    batch_size: int = typer.Option(None, help="Windows per forward pass (default: logits kept under 128 MiB)."),
+    tokenizer: str = typer.Option(None, help="Tokenizer name or directory (default: the checkpoint's)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Loss and bits per byte of checkpoints on token shards or raw text (+ multiple-choice tasks)."""
+    from webmill.train.evaluate import DEFAULT_MAX_TOKENS, EVAL_LOG, evaluate_run, run_dir_of
+
+    if (shards is None) == (not text):
+        raise UserError("give exactly one of --shards DIR or --text FILE (repeatable)")
+    if max_tokens is None:
+        max_tokens = DEFAULT_MAX_TOKENS
+    header = False
+
+    def show(r: dict) -> None:
+        nonlocal header
+        if not header:
+            typer.echo(f"data {r['data']} ({r['split'] or 'text'}, {r['documents']:,} documents, sha {r['data_sha']})")
+            typer.echo(f"{'step':>8} {'tokens':>10} {'bytes':>11} {'loss':>8} {'bpb':>7}  tasks (acc / acc_norm)")
+            header = True
+        bpb = f"{r['bpb']:7.4f}" if r["bpb"] is not None else f"{'-':>7}"
+        nbytes = f"{r['bytes']:11,}" if r["bytes"] is not None else f"{'-':>11}"
+        tk = "  ".join(f"{t['task']} {t['acc']:.3f}/{t['acc_norm']:.3f}" for t in r["tasks"])
+        typer.echo(f"{r['step']:8d} {r['tokens']:10,} {nbytes} {r['loss']:8.4f} {bpb}  {tk}")
+        if r.get("note"):
+            typer.echo(f"note: {r['note']}; no bits per byte", err=True)
+
+    evaluate_run(checkpoint, shards if shards is not None else list(text), every=all_checkpoints, say=show,
+                 kind="shards" if shards is not None else "text", split=split, max_tokens=max_tokens or None,
+                 batch_size=batch_size, device=device, tokenizer=tokenizer, tasks=list(tasks or []))
+    typer.echo(f"appended to {run_dir_of(checkpoint).uri(EVAL_LOG)}")
 
 
 def main() -> None:  # pragma: no cover - console entry

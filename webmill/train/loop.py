@@ -31,6 +31,7 @@ from webmill.train.checkpoint import (
     set_rng_state,
 )
 from webmill.train.config import TrainConfig, peak_flops_for_name
+from webmill.train.cpu_speed import bf16_capable, reuse_freed_memory
 from webmill.train.data import ShardLoader, load_val_batches
 from webmill.train.metrics import MetricsLogger
 from webmill.train.model import GPT, GPTConfig, make_config
@@ -204,6 +205,13 @@ def train(cfg: TrainConfig) -> dict:
             manifest's sha256), a manifest vocabulary larger than the model's, a batch that does not divide into micro-batches, or resume mismatches.
     """
     d, device = setup_distributed(cfg.device)
+    # CPU: large activations are reused from the heap instead of page-faulted in every step
+    with reuse_freed_memory(device.type == "cpu"):
+        return _train(cfg, d, device)
+
+
+def _train(cfg: TrainConfig, d: Dist, device: torch.device) -> dict:
+    """The body of :func:`train` once the process group and device are set up."""
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormals slow CPU training ~2x (packages.md)
     if cfg.dtype not in ("auto", "fp32", "bf16"):
@@ -304,6 +312,9 @@ def train(cfg: TrainConfig) -> dict:
         f"{accum} accum | {device} {'bf16' if use_bf16 else 'fp32'} | train "
         f"{manifest['splits']['train']['num_tokens']:,} tokens, val batches {len(val_batches)}"
         + (f" | MFU against {peak / 1e12:,.0f} TFLOP/s per device" if peak else ""))
+    if device.type == "cpu" and not use_bf16 and bf16_capable():
+        say("note: this CPU multiplies bf16 natively (AVX512-BF16/AMX); --dtype bf16 may be faster (fp32 stays "
+            "the default: not measured on such a CPU)")
     if cfg.eval_every > 0 and not val_batches:
         say(f"note: no val loss: the shards have no val split or fewer than --val-tokens ≥ {B * T} val tokens")
     if d.master:
