@@ -27,7 +27,7 @@ import pyarrow as pa
 from webmill.config import config_hash, kwargs_of
 from webmill.curate.examples import EXAMPLES_DIR, ExampleSampler
 from webmill.curate.extract import Extractor, ExtractionTimeout, decode_html, looks_like_html
-from webmill.curate.outputs import DOCUMENT_SCHEMA, REMOVED_SCHEMA, marker_rel, removed_rel
+from webmill.curate.outputs import DOCUMENT_SCHEMA, REMOVED_SCHEMA, decision_float, marker_rel, removed_rel
 from webmill.curate.stages import DOCUMENT_STAGES, build_rules, class_for
 from webmill.errors import UserError
 from webmill.curate.readers import MAX_PAYLOAD_BYTES, ReadError, document_id, input_stem, iter_records
@@ -129,8 +129,8 @@ class FileProcessor:
                 add_row(cols, doc, rec, source_name)
                 cols["stage"].append(stage)
                 cols["reason"].append(reason)
-                cols["drop_value"].append(_float(value))
-                cols["drop_threshold"].append(_float(threshold))
+                cols["drop_value"].append(decision_float(value))
+                cols["drop_threshold"].append(decision_float(threshold))
                 cols["drop_detail"].append(detail)
             sampler.offer(reason, stage, id=doc.id, url=doc.url, text=doc.text,
                           language=md.get("language"), language_score=md.get("language_score"),
@@ -304,8 +304,3 @@ def add_row(cols: dict[str, list], doc: Document, rec, source_name: str) -> None
     cols["language_score"].append(doc.metadata.get("language_score", 0.0))
     if FLAG_COLUMN in cols:  # [decontaminate] action = "flag": the eval sets hit
         cols[FLAG_COLUMN].append(doc.metadata.get(FLAG_COLUMN, []))
-
-
-def _float(x) -> float | None:
-    """A drop value or threshold as float64 (``None`` stays ``None``)."""
-    return None if x is None else float(x)

@@ -25,6 +25,7 @@ from typing import Iterable
 import pyarrow as pa
 import xxhash
 
+from webmill.curate.outputs import decision_float
 from webmill.storage import Storage, as_storage
 
 EXAMPLES_DIR = "examples"
@@ -83,8 +84,8 @@ class ExampleSampler:
         text = text or ""
         rows.append({"reason": reason, "stage": stage, "id": id or "", "url": url or "",
                      "text": text[:EXAMPLE_CHARS], "n_chars": len(text), "language": language,
-                     "language_score": language_score, "drop_value": _num(value),
-                     "drop_threshold": _num(threshold), "drop_detail": detail, "sample_key": key})
+                     "language_score": language_score, "drop_value": decision_float(value),
+                     "drop_threshold": decision_float(threshold), "drop_detail": detail, "sample_key": key})
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._rows.values())
@@ -97,15 +98,6 @@ class ExampleSampler:
 
 def _order(row: dict) -> tuple[int, str]:
     return row["sample_key"], row["id"]
-
-
-def _num(x) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None if x is None else float(x)
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
 
 
 def example_files(out: str | os.PathLike | Storage) -> list[str]:

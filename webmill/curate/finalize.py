@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from webmill.config import kwargs_of
 from webmill.curate.examples import EXAMPLES_DIR, ExampleSampler
-from webmill.curate.outputs import REMOVED_SCHEMA
+from webmill.curate.outputs import REMOVED_SCHEMA, decision_float
 from webmill.curate.stages import class_for
 from webmill.errors import UserError
 from webmill.filters.base import DROP_DETAIL, DROP_THRESHOLD, DROP_VALUE, Document
@@ -167,15 +167,12 @@ def removed_rows(table: pa.Table, rows: list[int], stage: str, decisions: list[t
     """
     t = table.take(pa.array(rows, pa.int64()))
     cols = {"stage": [stage] * len(rows), "reason": [d[0] for d in decisions],
-            "drop_value": [_float(d[1]) for d in decisions], "drop_threshold": [_float(d[2]) for d in decisions],
+            "drop_value": [decision_float(d[1]) for d in decisions],
+            "drop_threshold": [decision_float(d[2]) for d in decisions],
             "drop_detail": [d[3] for d in decisions]}
     for f in DECISION_FIELDS:
         t = _set(t, f.name, pa.array(cols[f.name], f.type))
     return t
-
-
-def _float(x) -> float | None:
-    return None if x is None else float(x)
 
 
 def _offer(sampler: ExampleSampler, table: pa.Table, rows: list[int], stage: str, decisions: list[tuple]) -> None:

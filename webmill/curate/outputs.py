@@ -74,6 +74,12 @@ def removed_rel(stage: str, stem: str, language: str | None = None) -> str:
     return f"removed/{stage}/{lang}/{stem}.parquet"
 
 
+def decision_float(x) -> float | None:
+    """A drop value or threshold as a float64 column value (``None`` stays ``None``): the
+    ``drop_value`` / ``drop_threshold`` of removed/ rows and of the examples."""
+    return None if x is None else float(x)
+
+
 def marker_rel(stem: str) -> str:
     """Completion marker of input ``stem``, relative to ``OUT``."""
     return f"markers/{stem}.done"
