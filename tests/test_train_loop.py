@@ -319,31 +319,44 @@ def test_training_does_not_import_the_curation_side():
     assert r.returncode == 0, r.stderr
 
 
+_FAULTS_SCRIPT = """
+import os, resource, sys, torch
+from webmill.train.cpu_speed import _glibc, reuse_freed_memory
+if _glibc() is None:
+    print("skip"); sys.exit(0)
+def faults(n=10):
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        torch.ones(2048, 4096).sum()  # 32 MiB allocated, touched, freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+default = faults()
+with reuse_freed_memory(enabled=False) as off:
+    disabled = faults()
+with reuse_freed_memory() as on:
+    faults()  # the heap grows until freed blocks coalesce into ones that fit (posix_memalign)
+    reused = faults()  # then the same memory is reused
+print(default, disabled, reused, int(off), int(on))
+"""
+
+
 def test_reuse_freed_memory_stops_page_faults():
     """The allocator lever of CPU training (webmill.train.cpu_speed): a block of the size of the
-    tiny preset's logits (32 MiB) is page-faulted in on every allocation by default, and once only
-    while inside ``reuse_freed_memory``."""
-    import resource
-
-    from webmill.train.cpu_speed import _glibc, reuse_freed_memory
-
-    if _glibc() is None:
+    tiny preset's logits (32 MiB) is page-faulted in on every allocation by default, and not at all
+    inside ``reuse_freed_memory`` once the heap has grown (how many allocations that takes depends
+    on where posix_memalign's aligned blocks land: 2 to 7 of 10 measured here). Measured in a fresh process (as ``train pretrain`` runs):
+    the allocator state that earlier tests leave in the pytest process (arenas, trimmed heap
+    holes) changes where a block lands, which is not what this test is about."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    ).stdout.split()
+    if out == ["skip"]:
         pytest.skip("not glibc: the setting is a no-op")
-
-    def faults(n=6):
-        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(n):
-            torch.ones(2048, 4096).sum()  # 32 MiB allocated, touched, freed
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
-
+    default, disabled, reused, off, on = map(int, out)
     pages = 2048 * 4096 * 4 // os.sysconf("SC_PAGE_SIZE")
-    assert faults() >= 5 * pages  # default: mmap'd afresh each time
-    with reuse_freed_memory(enabled=False) as active:
-        assert not active and faults() >= 5 * pages
-    with reuse_freed_memory() as active:
-        assert active
-        faults(1)  # the heap grows once
-        assert faults() < pages // 4  # then the same memory is reused
+    assert default >= 9 * pages and disabled >= 9 * pages  # mmap'd afresh each time
+    assert (off, on) == (0, 1)
+    assert reused < pages  # not one block of the 10 faulted in again
 
 
 def test_bf16_capable_flags():

@@ -5,8 +5,9 @@
   training step that allocates the same large activations every step (the logits alone are
   B·T·V·4 bytes: 32 MiB at 8×256×4,096) page-faults them in again each time, and the kernel
   zeroes every page first. Measured on the ``tiny`` preset (AMD EPYC, 2 threads): ~41,000 minor
-  faults and ~80 ms of system time per step, none with this setting, same losses bit for bit
-  (bench/README.md, "webmill vs nanoGPT"). The setting (``mallopt(M_MMAP_MAX, 0)``: no mmap'd
+  faults and ~80 ms of system time per step, none with this setting once the heap has grown
+  (the first few steps: posix_memalign's aligned blocks fit freed ones only after neighbours
+  coalesce), same losses bit for bit (bench/README.md, "webmill vs nanoGPT"). The setting (``mallopt(M_MMAP_MAX, 0)``: no mmap'd
   blocks; ``mallopt(M_TRIM_THRESHOLD, 1 GiB)``: keep freed heap memory) is the one the PyTorch CPU
   performance guides reach with jemalloc/tcmalloc (``LD_PRELOAD``), without a preload. glibc:
   ``man 3 mallopt``. Other C libraries (macOS, musl): a no-op.
