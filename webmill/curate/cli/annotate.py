@@ -14,6 +14,7 @@ import typer
 from webmill.config import table_with_overrides
 from webmill.curate.annotate import AnnotateConfig, run_annotate
 from webmill.curate.cli import app
+from webmill.curate.cli import llm_options as llm
 
 _D = AnnotateConfig()  # the defaults shown in --help
 
@@ -23,19 +24,12 @@ def annotate_cmd(
     out: str = typer.Argument(..., help="Output directory of a run, local or an fsspec URL (reads OUT/final, "
                               "else OUT/deduped or OUT/documents; writes OUT/annotations and "
                               "OUT/stats/annotate.json)."),
-    config: Optional[Path] = typer.Option(None, "-c", "--config", show_default="none",
-                                          help="Pipeline config TOML; its annotate table sets any AnnotateConfig "
-                                          "key (see docs/quality.md)."),
-    backend: Optional[str] = typer.Option(None, show_default=_D.backend,
-                                          help="llama_cpp (embedded Gemma 3 270M) or openai (a server)."),
-    base_url: Optional[str] = typer.Option(None, show_default=_D.base_url,
-                                           help="OpenAI-compatible server URL incl. /v1."),
-    model: Optional[str] = typer.Option(None, show_default="none; required by the openai backend",
-                                        help="Served model name (openai backend)."),
-    api: Optional[str] = typer.Option(None, show_default=_D.api,
-                                      help="completions (base models, few-shot) or chat (instruct models)."),
-    model_path: Optional[str] = typer.Option(None, show_default="the embedded Gemma 3 270M",
-                                             help="GGUF file for the llama_cpp backend."),
+    config: Optional[Path] = llm.config_option("annotate", "AnnotateConfig", "docs/quality.md"),
+    backend: Optional[str] = llm.BACKEND,
+    base_url: Optional[str] = llm.BASE_URL,
+    model: Optional[str] = llm.MODEL,
+    api: Optional[str] = llm.API,
+    model_path: Optional[str] = llm.MODEL_PATH,
     rubric: Optional[str] = typer.Option(None, show_default=_D.rubric,
                                          help="'edu' (built-in 0-5 educational value) or a rubric text file."),
     n: Optional[int] = typer.Option(None, "--n", show_default="0 (no cap)",
@@ -44,7 +38,7 @@ def annotate_cmd(
                                              help="Fraction of documents eligible (by id hash)."),
     stratify: Optional[str] = typer.Option(None, show_default="none",
                                            help="'domain': spread --n over as many domains as possible."),
-    concurrency: Optional[int] = typer.Option(None, show_default=str(_D.concurrency), help="Requests in flight."),
+    concurrency: Optional[int] = llm.CONCURRENCY,
     max_doc_chars: Optional[int] = typer.Option(None, show_default=str(_D.max_doc_chars),
                                                 help="Characters of each document sent to the model."),
     input_subdir: str = typer.Option("", show_default="final, else deduped, else documents",

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from webmill.curate.cli import app
+from webmill.curate.cli import llm_options as llm
 from webmill.config import table_with_overrides
 from webmill.curate.rephrase import RephraseConfig, run_rephrase
 
@@ -21,26 +22,19 @@ _D = RephraseConfig()  # the defaults shown in --help
 def rephrase_cmd(
     out: str = typer.Argument(..., help="Output directory of a run, local or an fsspec URL (reads OUT/final, "
                               "writes OUT/rephrased and OUT/stats/rephrase.json)."),
-    config: Optional[Path] = typer.Option(None, "-c", "--config", show_default="none",
-                                          help="Pipeline config TOML; its rephrase table sets any RephraseConfig "
-                                          "key (see docs/rephrase.md)."),
-    backend: Optional[str] = typer.Option(None, show_default=_D.backend,
-                                          help="llama_cpp (embedded Gemma 3 270M) or openai (a server)."),
-    base_url: Optional[str] = typer.Option(None, show_default=_D.base_url,
-                                           help="OpenAI-compatible server URL incl. /v1."),
-    model: Optional[str] = typer.Option(None, show_default="none; required by the openai backend",
-                                        help="Served model name (openai backend)."),
-    api: Optional[str] = typer.Option(None, show_default=_D.api,
-                                      help="completions (base models) or chat (instruct models)."),
-    model_path: Optional[str] = typer.Option(None, show_default="the embedded Gemma 3 270M",
-                                             help="GGUF file for the llama_cpp backend."),
+    config: Optional[Path] = llm.config_option("rephrase", "RephraseConfig", "docs/rephrase.md"),
+    backend: Optional[str] = llm.BACKEND,
+    base_url: Optional[str] = llm.BASE_URL,
+    model: Optional[str] = llm.MODEL,
+    api: Optional[str] = llm.API,
+    model_path: Optional[str] = llm.MODEL_PATH,
     fraction: Optional[float] = typer.Option(None, show_default=str(_D.fraction),
                                              help="Fraction of documents to rephrase (by id hash)."),
     max_tokens: Optional[int] = typer.Option(None, show_default=str(_D.max_tokens),
                                              help="Most generated tokens per request."),
     max_segment_tokens: Optional[int] = typer.Option(None, show_default=str(_D.max_segment_tokens),
                                                      help="Largest segment (cl100k_base tokens)."),
-    concurrency: Optional[int] = typer.Option(None, show_default=str(_D.concurrency), help="Requests in flight."),
+    concurrency: Optional[int] = llm.CONCURRENCY,
     keep_originals: Optional[bool] = typer.Option(None, "--keep-originals/--replace-originals",
                                                   show_default="keep" if _D.keep_originals else "replace",
                                                   help="Keep originals next to their rephrasings."),
