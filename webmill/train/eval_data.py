@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,6 +150,21 @@ def text_files(paths: Sequence[str | os.PathLike]) -> list[tuple[Storage, str]]:
     return out
 
 
+def json_lines(raw: str, where: str) -> Iterator[tuple[int, object]]:
+    """``(line number, value)`` of each non-blank line of a JSON-lines text (numbers from 1).
+
+    Raises:
+        UserError: a line that is not valid JSON (names ``where:LINE``; one value per line).
+    """
+    for i, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}:{i}: not valid JSON ({e.msg} at column {e.colno}); one value per line") from e
+
+
 def read_documents(st: Storage, name: str) -> list[str]:
     """Documents of one text file (see the module docstring); empty ones are dropped.
 
@@ -171,13 +186,7 @@ def read_documents(st: Storage, name: str) -> list[str]:
     if name.endswith(".txt"):
         return [raw] if raw else []
     docs = []
-    for i, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}:{i}: not JSON ({e})") from e
+    for i, obj in json_lines(raw, where):
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise UserError(f"{where}:{i}: each line must be an object with a string \"text\"")
         if obj["text"]:

@@ -34,7 +34,6 @@ Hugging Face datasets into items with lm-eval's prompts (``docs/training.md``); 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -47,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from webmill.errors import UserError
+from webmill.train.eval_data import json_lines
 from webmill.storage import Storage, as_storage, is_url
 
 TARGET_DELIMITER = " "  # lm-eval's default target_delimiter for multiple_choice tasks
@@ -128,13 +128,7 @@ def load_task(path: str | os.PathLike) -> list[TaskItem]:
         raise UserError(f"{where}: task file not found; pass a JSON-lines file of "
                         '{"context", "choices", "label"} items')
     items = []
-    for n, line in enumerate(st.read_text(name).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}:{n}: not valid JSON ({e.msg} at column {e.colno}); one item per line") from e
+    for n, obj in json_lines(st.read_text(name), where):
         items.append(parse_item(obj, f"{where}:{n}"))
     if not items:
         raise UserError(f"{where}: no items; a task file holds one JSON item per line")
