@@ -19,6 +19,14 @@ for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}}
 document.body.setAttribute('data-images-ok',ok+'/'+im.length);});"""
 
 
+#: The style both small reports (``train report``, ``curate ablate``) start from: a centred
+#: column, compact bordered tables, images at most the column's width; each adds its cell rules.
+BASE_CSS = ("body{font-family:system-ui,sans-serif;max-width:960px;margin:24px auto;padding:0 16px;color:#222}"
+            "table{border-collapse:collapse;font-size:13px;margin:8px 0}"
+            "th,td{border:1px solid #ddd;padding:3px 8px}"
+            "img{max-width:100%;display:block;margin:10px 0}")
+
+
 def esc(value: object) -> str:
     """``str(value)`` with ``& < > " '`` escaped for HTML text and attribute values."""
     return html.escape(str(value))

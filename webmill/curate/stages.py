@@ -183,3 +183,10 @@ def build_rules(tables: Mapping[str, Any] | None = None) -> list:
             known = sorted(inspect.signature(cls.__init__).parameters.keys() - {"self"})
             raise UserError(f"[filters.{stage.name}]: {exc}; known keys: {', '.join(known)}") from None
     return rules
+
+
+#: The config tables the per-document step reads (:mod:`webmill.curate.documents`,
+#: :func:`webmill.curate.pipeline.run_documents`, :mod:`webmill.curate.decontam`): two configs
+#: equal on these tables write identical ``documents/``, ``stats/``, ``removed/``, ``examples/``
+#: and markers, so ``curate ablate`` runs that step once for both (:mod:`webmill.ablate.plan`).
+DOCUMENT_STEP_TABLES: tuple[str, ...] = ("extract", "url_filter", "language", "filters", "decontaminate", "output")

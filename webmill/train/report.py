@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from webmill.errors import UserError
-from webmill.htmlreport import esc, img, page, png_bytes
+from webmill.htmlreport import BASE_CSS, esc, img, page, png_bytes
 from webmill.storage import Storage, as_storage
 
 
@@ -147,10 +147,7 @@ def _plot(name: str, metrics: dict) -> bytes | None:
     return png_bytes(fig)
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:900px;margin:24px auto;padding:0 16px;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}"
-        "th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
-        "img{max-width:100%;display:block;margin:10px 0}")
+_CSS = BASE_CSS + "th,td{text-align:left;vertical-align:top}"
 
 
 def _fmt(v: Any) -> str:

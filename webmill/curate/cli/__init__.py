@@ -32,7 +32,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 def _register() -> None:
     """Import the command modules: each attaches its commands to :data:`app`."""
-    from webmill.curate.cli import run, dedup, tokenize, quality, report, rephrase, annotate, show  # noqa: F401,I001
+    from webmill.curate.cli import run, dedup, tokenize, quality, report, rephrase, annotate, show, ablate  # noqa: F401,I001
 
 
 _register()

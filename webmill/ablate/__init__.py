@@ -1,0 +1,1 @@
+"""Data ablations: curate several recipes, train the same model on each, compare (``curate ablate``)."""
