@@ -8,6 +8,13 @@ Usage (project venv; the datatrove side runs in ``bench/.venv-datatrove``, see R
     .venv/bin/python bench/pipeline_vs_datatrove.py --diagnose-only --corpus bench/out/corpus-diag
     .venv/bin/python bench/pipeline_vs_datatrove.py --rules-only   # rule chains on the same texts
     .venv/bin/python bench/pipeline_vs_datatrove.py --extract-speed  # the two extractors alone + profile
+    .venv/bin/python bench/pipeline_vs_datatrove.py --corpus C "--webmill-args=--profile fast --no-quality" \
+        --baseline-tree /tmp/start "--baseline-args=--no-quality"    # the fast path vs datatrove and vs a commit
+    .venv/bin/python bench/pipeline_vs_datatrove.py --profile-webmill --profile-config examples/fast.toml
+
+Over 500 lines because it is one benchmark with five modes (timed pairs, diagnosis, rules only,
+extraction speed, cProfile) that share the corpus table and the run helpers; splitting the modes
+into modules is left for when one of them grows.
 
 A = datatrove (``bench/datatrove_fineweb.py``: WarcReader → URLFilter → Trafilatura(favour_precision,
 timeout=1) → LanguageFilter(en, 0.65) → GopherRepetition → GopherQuality → C4Quality(
@@ -108,29 +115,39 @@ def run_datatrove(corpus: Path, out: Path, workers: int, diagnose: bool = False,
 
 
 WEBMILL_FAST = False  # set from --webmill-fast
+WEBMILL_EXTRACTOR: str | None = None  # set from --webmill-extractor (None: the config's)
+WEBMILL_ARGS: list[str] = []  # set from --webmill-args (e.g. "--profile fast")
 
 
 def run_webmill(corpus: Path, out: Path, workers: int, diagnose: bool = False,
-                timeout: float = 1.0) -> dict:
+                timeout: float = 1.0, tree: Path | None = None, args: list[str] | None = None) -> dict:
+    """``curate run`` of the corpus; ``tree``: run the ``webmill`` package of that directory
+    instead (an unpacked earlier commit: PYTHONPATH and working directory), with ``args``
+    instead of ``--webmill-args``."""
     shutil.rmtree(out, ignore_errors=True)
-    files = sorted(str(p) for p in corpus.glob("*.warc.gz"))
-    cmd = [str(CURATE), "run", *files, "-o", str(out / "curate"), "--no-dedup", "--no-pii",
-           "--no-tokenize", "--no-report", "--workers", str(workers)]
+    files = sorted(str(p.resolve()) for p in corpus.glob("*.warc.gz"))
+    cmd = [str(CURATE), "run", *files, "-o", str((out / "curate").resolve()), "--no-dedup", "--no-pii",
+           "--no-tokenize", "--no-report", "--workers", str(workers),
+           *(WEBMILL_ARGS if args is None else args)]
     out.mkdir(parents=True)
     # the equivalent of datatrove's stage: every HTTP status is extracted (its WarcReader does
     # not look at the status), the same per-document extraction timeout
     (out / "bench.toml").write_text(f"[output]\nwrite_removed = {str(diagnose).lower()}\n"
                                     f"[extract]\ntimeout_s = {float(timeout)}\nhttp_status = []\n"
-                                    f"fast = {str(WEBMILL_FAST).lower()}\n")
-    cmd += ["-c", str(out / "bench.toml")]
-    return _timed(cmd, out / "run.log")
+                                    f"fast = {str(WEBMILL_FAST).lower()}\n"
+                                    + (f"extractor = \"{WEBMILL_EXTRACTOR}\"\n" if WEBMILL_EXTRACTOR else ""))
+    cmd += ["-c", str((out / "bench.toml").resolve())]
+    return _timed(cmd, out / "run.log", tree)
 
 
-def _timed(cmd: list[str], log: Path) -> dict:
+def _timed(cmd: list[str], log: Path, tree: Path | None = None) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     with open(log, "w") as lf, LoadSampler() as ls:
         t0 = time.perf_counter()
-        rc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=str(REPO)).returncode
+        rc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env,
+                            cwd=str(tree or REPO)).returncode
         wall = time.perf_counter() - t0
     if rc != 0:
         tail = log.read_text(errors="replace")[-3000:]
@@ -193,7 +210,9 @@ def webmill_stats(out: Path) -> dict:
         res["timeouts"] += s["dropped"].get("extract_timeout", 0)
         res["seconds_total"] += s.get("seconds_total", 0)
         res["extract_s"] += s.get("seconds", {}).get("extract", 0)
-    return dict(res)
+        for k, v in s.get("seconds", {}).items():  # the per-stage profile (worker-seconds)
+            res[f"s_{k}"] += v
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}
 
 
 def jaccard(a, b) -> float:
@@ -461,6 +480,48 @@ def extract_speed(html: Path, out_dir: Path, rounds: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 
+def profile_webmill(corpus: Path, out_dir: Path, timeout: float, extra_toml: str = "") -> dict:
+    """cProfile of webmill's per-document step on the corpus' first file, in this process (one
+    :class:`FileProcessor`, no Ray): the stats' per-stage seconds, the CPU seconds of this
+    process and of the extraction child (``RUSAGE_CHILDREN`` after it exits), and the top
+    functions by own time. Config: the benchmark's (``http_status = []``, ``timeout``), the
+    ``--webmill-extractor``, then ``extra_toml`` (e.g. the fast profile's file)."""
+    import cProfile
+    import io
+    import pstats
+    import resource
+
+    from webmill.config import load_config
+    from webmill.curate.documents import FileProcessor
+
+    f = sorted(corpus.glob("*.warc.gz"))[0]
+    over = {"extract": {"timeout_s": float(timeout), "http_status": []}}
+    if WEBMILL_EXTRACTOR:
+        over["extract"]["extractor"] = WEBMILL_EXTRACTOR
+    cfg = load_config(extra_toml or None, over)
+    out = out_dir / "profile-webmill"
+    shutil.rmtree(out, ignore_errors=True)
+    r0, c0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    fp = FileProcessor(cfg, out)
+    t_init = time.perf_counter() - t0
+    prof = cProfile.Profile()
+    t1 = time.perf_counter()
+    prof.enable()
+    stats = fp.process(str(f))
+    prof.disable()
+    wall = time.perf_counter() - t1
+    fp.close()
+    r1, c1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    prof.dump_stats(str(out_dir / "webmill-documents.prof"))
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+    return {"file": f.name, "init_s": round(t_init, 2), "process_wall_s": round(wall, 2),
+            "cpu_self_s": round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 2),
+            "cpu_children_s": round(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime, 2),
+            "kept": stats["kept"], "stages_s": stats["seconds"], "top_tottime": buf.getvalue()}
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_extract-worker":
         _extract_worker(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]) if len(sys.argv) > 4 else None)
@@ -474,6 +535,18 @@ def main() -> None:
                     "timeout drops different pages on each side, 30 s takes that out]")
     ap.add_argument("--webmill-fast", action="store_true", help="webmill with extract.fast = true "
                     "(trafilatura fast mode; not FineWeb's setting: a speed/agreement trade-off)")
+    ap.add_argument("--webmill-extractor", default=None, choices=["trafilatura", "resiliparse"],
+                    help="webmill's extract.extractor [the config's: trafilatura, or the profile's]")
+    ap.add_argument("--webmill-args", default="", help="more `curate run` arguments for webmill's "
+                    "side, e.g. \"--profile fast\" (the fast path, docs/fast-path.md)")
+    ap.add_argument("--profile-webmill", action="store_true", help="only cProfile webmill's "
+                    "per-document step on the corpus' first file, in one process (no Ray)")
+    ap.add_argument("--profile-config", default="", help="TOML for --profile-webmill (e.g. examples/fast.toml)")
+    ap.add_argument("--baseline-tree", type=Path, default=None, help="also time, in each pair, the "
+                    "webmill package in this directory (e.g. `git archive HEAD webmill | tar -x -C DIR`) "
+                    "with --baseline-args: the before/after of a change, same load")
+    ap.add_argument("--baseline-args", default="", help="`curate run` arguments of the baseline side")
+    ap.add_argument("--baseline-extractor", default="resiliparse", help="its extract.extractor [resiliparse]")
     ap.add_argument("--max-load", type=float, default=4.0, help="wait for a 1-min load below this")
     ap.add_argument("--wait-s", type=float, default=0.0, help="max seconds to wait for it per pair [0]")
     ap.add_argument("--diag-corpus", type=Path, default=None, help="corpus for the diagnosis runs "
@@ -496,9 +569,11 @@ def main() -> None:
                     "extraction child gets to start [60; 0 = as shipped, see datatrove_fineweb.py]")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args()
-    global DT_START_WAIT, WEBMILL_FAST
+    global DT_START_WAIT, WEBMILL_FAST, WEBMILL_EXTRACTOR, WEBMILL_ARGS
     DT_START_WAIT = args.dt_start_wait
     WEBMILL_FAST = args.webmill_fast
+    WEBMILL_EXTRACTOR = args.webmill_extractor
+    WEBMILL_ARGS = args.webmill_args.split()
     if args.extract_speed:
         html = args.out / "html.jsonl"
         if not html.is_file():
@@ -513,6 +588,15 @@ def main() -> None:
               f"text {es['identical_text']}/{es['pages']}, empty webmill {es['empty_webmill']}, "
               f"datatrove {es['empty_datatrove']}")
         print(es["profile_top"])
+        return
+    if args.profile_webmill:
+        args.out.mkdir(parents=True, exist_ok=True)
+        pr = profile_webmill(args.corpus, args.out, args.timeout, args.profile_config)
+        (args.out / "profile-webmill.json").write_text(json.dumps(pr, indent=1))
+        print(f"{pr['file']}: init {pr['init_s']} s, process {pr['process_wall_s']} s wall, CPU "
+              f"{pr['cpu_self_s']} s this process + {pr['cpu_children_s']} s extraction child; kept "
+              f"{pr['kept']}\nstages (s): {pr['stages_s']}")
+        print(pr["top_tottime"])
         return
     if args.rules_only:
         if not args.texts.is_file():
@@ -534,6 +618,7 @@ def main() -> None:
         "corpus": str(args.corpus), "files": len(files), "html_docs": n_docs,
         "records": man["total_records"], "workers": args.workers, "cpus": os.cpu_count(),
         "datatrove_start_wait_s": args.dt_start_wait, "timeout_s": args.timeout, "webmill_fast": args.webmill_fast,
+        "webmill_extractor": args.webmill_extractor, "webmill_args": args.webmill_args,
         "versions": {
             "webmill venv": pip_versions(PROJECT_PY, ["webmill", "trafilatura", "lxml", "ray",
                                                       "fasttext-numpy2", "warcio", "numpy"]),
@@ -547,18 +632,32 @@ def main() -> None:
         for i in range(args.pairs):
             la = wait_for_quiet(args.max_load, args.wait_s) if args.wait_s else loadavg()[0]
             order = ("datatrove", "webmill") if i % 2 == 0 else ("webmill", "datatrove")
+            if args.baseline_tree:  # before/after alternate too: start, dt, wm / wm, dt, start
+                order = ("start",) + order if i % 2 == 0 else order + ("start",)
             pair = {"order": "/".join(order), "load_at_start": la}
             for side in order:
                 out = args.out / f"run-{side}"
                 print(f"pair {i + 1}/{args.pairs}: {side} ...", file=sys.stderr, flush=True)
-                r = (run_datatrove if side == "datatrove" else run_webmill)(args.corpus, out, args.workers,
-                                                                             timeout=args.timeout)
+                if side == "start":
+                    saved, WEBMILL_EXTRACTOR = WEBMILL_EXTRACTOR, args.baseline_extractor
+                    try:
+                        r = run_webmill(args.corpus, out, args.workers, timeout=args.timeout,
+                                        tree=args.baseline_tree.resolve(), args=args.baseline_args.split())
+                    finally:
+                        WEBMILL_EXTRACTOR = saved
+                else:
+                    r = (run_datatrove if side == "datatrove" else run_webmill)(args.corpus, out, args.workers,
+                                                                                 timeout=args.timeout)
                 r["docs_per_s"] = n_docs / r["wall_s"]
                 r.update(datatrove_stats(out) if side == "datatrove" else webmill_stats(out))
                 pair[side] = r
                 print(f"  {side}: {r['wall_s']:.1f} s, {r['docs_per_s']:.2f} docs/s "
                       f"(load {r['load_mean']:.1f})", file=sys.stderr, flush=True)
             pair["ratio"] = pair["webmill"]["docs_per_s"] / pair["datatrove"]["docs_per_s"]
+            if "start" in pair:
+                pair["speedup_vs_start"] = pair["webmill"]["docs_per_s"] / pair["start"]["docs_per_s"]
+                pair["agreement_vs_start"] = agreement(kept_webmill(args.out / "run-start"),
+                                                       kept_webmill(args.out / "run-webmill"), table)
             pair["agreement"] = agreement(kept_datatrove(args.out / "run-datatrove"),
                                           kept_webmill(args.out / "run-webmill"), table)
             print(f"  ratio {pair['ratio']:.2f}x, Jaccard docs {pair['agreement']['jaccard_docs']:.3f}, "
@@ -614,8 +713,18 @@ def print_report(res: dict) -> None:
                   f"{w['docs_per_s']:.2f} | {p['ratio']:.2f}× | {a['kept_datatrove']} / {a['kept_webmill']} | "
                   f"{a['jaccard_docs']:.3f} | {a['jaccard_urls']:.3f} | {d.get('timeouts', '?')} / "
                   f"{w.get('timeouts', '?')} | {d['load_mean']:.1f} / {w['load_mean']:.1f} |")
-        print(f"\nmedian ratio {res['median_ratio']:.2f}× (goal ≥ 2.0×); median Jaccard docs "
-              f"{res['median_jaccard_docs']:.3f}, URLs {res['median_jaccard_urls']:.3f} (goal ≥ 0.9)")
+        print(f"\nmedian ratio {res['median_ratio']:.2f}×; median Jaccard docs "
+              f"{res['median_jaccard_docs']:.3f}, URLs {res['median_jaccard_urls']:.3f}")
+        if "start" in res["pairs"][0]:
+            print("\n| pair | start s | start docs/s | webmill s | webmill docs/s | speed-up | start vs datatrove "
+                  "| kept start / wm | Jaccard start vs wm | load (mean) start |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
+            for i, p in enumerate(res["pairs"], 1):
+                b, w, a = p["start"], p["webmill"], p["agreement_vs_start"]
+                print(f"| {i} | {b['wall_s']:.1f} | {b['docs_per_s']:.2f} | {w['wall_s']:.1f} | {w['docs_per_s']:.2f} | "
+                      f"{p['speedup_vs_start']:.2f}× | {b['docs_per_s'] / p['datatrove']['docs_per_s']:.2f}× | "
+                      f"{a['kept_datatrove']} / {a['kept_webmill']} | {a['jaccard_docs']:.3f} | {b['load_mean']:.1f} |")
+            print(f"median speed-up vs start {statistics.median(p['speedup_vs_start'] for p in res['pairs']):.2f}×")
     dg = res.get("diagnosis")
     if dg:
         print(f"\nDiagnosis ({dg['corpus']}, extraction timeout {dg['timeout_s']:g} s): kept datatrove {dg['kept_datatrove']}, webmill "

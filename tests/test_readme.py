@@ -115,19 +115,22 @@ def workdir(tmp_path_factory, examples_warc) -> Path:
 
 
 def curate_lines() -> list[str]:
-    return [c for c in commands() if c.startswith("curate ") and runnable(c)]
+    """The curate commands the default test runs (``curate ablate``, minutes: the slow one)."""
+    return [c for c in commands() if c.startswith("curate ") and runnable(c) and not c.startswith("curate ablate")]
 
 
 def test_curate_commands_run_on_two_bundled_warcs(workdir):
     lines = curate_lines()
     assert [shlex.split(c)[1] for c in lines] == ["run", "run", "stats", "show", "dedup", "dedup", "tokenize",
-                                                  "train-tokenizer", "check-shards"]
+                                                  "train-tokenizer", "check-shards", "run"]
     for line in lines:
         run(line, workdir)
     assert (workdir / "webmill-out" / "WARC_DIR" / "shards" / "manifest.json").is_file()  # the default OUT
     assert (workdir / "OUT" / "report" / "report.html").is_file()
     assert (workdir / "OUT" / "shards" / "manifest.json").is_file()
     assert (workdir / "tok").is_dir() and any((workdir / "tok").iterdir())
+    fast = json.loads((workdir / "webmill-out" / "fast" / "report" / "stats.json").read_text())
+    assert fast["totals"]["kept"] > 0  # --profile fast
     # the same two archives: the documents OUT kept are duplicates here and are removed
     against = json.loads((workdir / "webmill-out" / "WARC_DIR" / "stats" / "dedup.json").read_text())["against"]
     assert against["documents"] > 0 and against["documents_removed"] >= against["documents"]
@@ -163,3 +166,15 @@ def test_training_commands_run(workdir):
     run(lines[2], workdir)  # bits per byte on OUT/shards' val split and the bundled task file
     (rec,) = [json.loads(x) for x in (workdir / "runs" / "gpt" / "eval.jsonl").read_text().splitlines()]
     assert rec["step"] == 3 and rec["bpb"] > 0 and rec["tokens"] > 0
+
+
+@pytest.mark.slow
+def test_ablate_command_runs(workdir):
+    """`curate ablate` exactly as printed (the bundled examples/warc, two recipes, a tiny model):
+    results for both recipes on the common eval set, and the report page."""
+    (line,) = [c for c in commands() if c.startswith("curate ablate")]
+    run(line, workdir, timeout=1500)
+    out = workdir / "webmill-out" / "ablation"
+    res = json.loads((out / "results.json").read_text())
+    assert sorted(r["name"] for r in res["table"]) == ["fineweb", "quality"]
+    assert all(r["bpb"] > 0 for r in res["table"]) and (out / "report.html").is_file()

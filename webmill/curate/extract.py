@@ -42,6 +42,23 @@ def _codec(name: str | None) -> str | None:
         return None
 
 
+def _declared_charset(payload: bytes, header_charset: str | None) -> str | None:
+    """The codec the page declares: HTTP header, then ``<meta charset>`` in the first 4 KB."""
+    c = _codec(header_charset)
+    if c:
+        return c
+    m = _META_CHARSET.search(payload[:4096])
+    if m:
+        return _codec(m.group(1).decode("ascii", "ignore"))
+    return None
+
+
+def _detected_charset(payload: bytes) -> str:
+    from resiliparse.parse.encoding import detect_encoding
+
+    return _codec(detect_encoding(payload[:65536])) or "utf-8"
+
+
 def detect_charset(payload: bytes, header_charset: str | None) -> str:
     """Charset of an HTML payload: HTTP header, then ``<meta charset>`` in the first 4 KB, then
     statistical detection (resiliparse's ``detect_encoding``, based on uchardet), then UTF-8.
@@ -49,22 +66,14 @@ def detect_charset(payload: bytes, header_charset: str | None) -> str:
     Returns a Python codec name (str). Labels are mapped as browsers do (WHATWG Encoding
     standard): GB2312/GBK → GB18030, ISO-8859-1/ASCII → windows-1252.
     """
-    c = _codec(header_charset)
+    c = _declared_charset(payload, header_charset)
     if c:
         return c
-    m = _META_CHARSET.search(payload[:4096])
-    if m:
-        c = _codec(m.group(1).decode("ascii", "ignore"))
-        if c:
-            return c
     try:
         payload.decode("utf-8")
         return "utf-8"
     except UnicodeDecodeError:
-        pass
-    from resiliparse.parse.encoding import detect_encoding
-
-    return _codec(detect_encoding(payload[:65536])) or "utf-8"
+        return _detected_charset(payload)
 
 
 # WHATWG MIME Sniffing, section 7.1 ("identifying a resource with an unknown MIME type") sniffs
@@ -95,8 +104,16 @@ def looks_like_html(payload: bytes) -> bool:
 
 
 def decode_html(payload: bytes, header_charset: str | None = None) -> str:
-    """Decode an HTML payload (bytes) to str with :func:`detect_charset`; bad bytes → U+FFFD."""
-    return payload.decode(detect_charset(payload, header_charset), errors="replace")
+    """Decode an HTML payload (bytes) to str with :func:`detect_charset`; bad bytes → U+FFFD.
+
+    An undeclared page that is valid UTF-8 is decoded once (the test decode is the result)."""
+    c = _declared_charset(payload, header_charset)
+    if c is None:
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            c = _detected_charset(payload)
+    return payload.decode(c, errors="replace")
 
 
 def extract_text(html: str, extractor: str = "trafilatura", fast: bool = False) -> str:

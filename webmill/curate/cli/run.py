@@ -72,6 +72,9 @@ def run(
                                       "(s3://bucket/out) (default: ./webmill-out/<first input name>)."),
     config: Optional[Path] = typer.Option(None, "-c", "--config", help="Pipeline config TOML "
                                           "(see examples/fineweb.toml); defaults are FineWeb's."),
+    profile: Optional[str] = typer.Option(None, "--profile", show_default=False,
+                                          help="Named settings applied before -c: 'fast' = resiliparse "
+                                          "extraction, DCLM's choice (docs/fast-path.md)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", show_default=False,
                                               help="Ray cluster address (default: embedded local Ray)."),
     extractor: Optional[str] = typer.Option(None, show_default=False,
@@ -110,9 +113,9 @@ def run(
     failed (listed in OUT/failed.jsonl; rerun the command to retry them), 2 on a user error.
     The same run from Python: webmill.curate.pipeline.run_pipeline.
     """
-    from webmill.config import load_config
     from webmill.curate.funnel import print_funnel
     from webmill.curate.pipeline import prepare_inputs, run_pipeline
+    from webmill.curate.profiles import load_profile_config
     from webmill.storage import as_storage, configure_storage
 
     overrides: dict = {}
@@ -131,7 +134,7 @@ def run(
         overrides.setdefault("rephrase", {})["enabled"] = rephrase
     overrides.setdefault("dedup", {})["enabled"] = dedup
     overrides.setdefault("pii", {})["enabled"] = pii
-    cfg = load_config(config, overrides)
+    cfg = load_profile_config(profile, config, overrides)
     if decontaminate:
         cfg["decontaminate"]["enabled"] = True
         cfg["decontaminate"]["sets"] = list(cfg["decontaminate"]["sets"]) + list(decontaminate)
