@@ -4,8 +4,8 @@ per-document step, and the token budget as optimizer steps and checkpoints.
 Sharing: two recipes whose config tables :data:`webmill.curate.stages.DOCUMENT_STEP_TABLES`
 are equal write byte-identical per-document outputs (``documents/``, ``stats/``, ``removed/``,
 ``examples/``, markers), so that step runs once, for the first of them in command-line order;
-the others get a copy and run only their own global steps (dedup, PII/quality, ...). This is
-datatrove's way of reusing a pipeline prefix, decided here from the configs alone.
+the others get a copy and run only their own global steps (dedup, PII/quality, ...). Whether
+two recipes share is decided from their configs alone, before any work.
 
 Budget (FineWeb's ablations: the same model, seed and token count for every recipe):
 ``tokens_per_step = micro_batch × block_size``; ``max_steps = ceil(tokens / tokens_per_step)``
