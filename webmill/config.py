@@ -202,13 +202,18 @@ def dataclass_from_table(cls, table: dict | None, section: str):
     return cls(**table)
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """Defaults, then the TOML file at ``path``, then ``overrides`` (same nesting).
+def load_config(path: str | Path | None = None, overrides: dict | None = None, *,
+                base: str | Path | None = None) -> dict:
+    """Defaults, then the TOML file ``base`` (a named profile, :mod:`webmill.curate.profiles`),
+    then the TOML file at ``path``, then ``overrides`` (same nesting); each layer is checked as
+    it is applied.
 
     Raises:
         UserError: missing/unparseable file, unknown key, or wrong value type (names the key).
     """
     cfg = copy.deepcopy(DEFAULTS)
+    if base:
+        _merge(cfg, read_toml(base), ())
     if path:
         _merge(cfg, read_toml(path), ())
     if overrides:

@@ -305,14 +305,6 @@ def evaluate_recipe(st: Storage, r: Recipe, eval_rec: dict, tasks: list[str], de
     return out
 
 
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def run_ablation(inputs: list[str], out: str | os.PathLike | Storage, recipes: list[Recipe], *,
                  tokens: int, preset: str = "tiny", n_layer: int | None = None, n_head: int | None = None,
                  n_embd: int | None = None, block_size: int | None = None, micro_batch: int = 8,
@@ -366,7 +358,9 @@ def run_ablation(inputs: list[str], out: str | os.PathLike | Storage, recipes: l
     budget = make_budget(tokens, micro_batch, bs, eval_points)
     model = {"preset": preset, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "block_size": bs,
              "micro_batch": micro_batch}
-    dev = _device(device)
+    from webmill.train.loop import resolve_device
+
+    dev = resolve_device(device)
     settings = {"inputs": list(inputs), "tokens": tokens, "model": model, "lr": lr, "warmup_steps": warmup_steps,
                 "seed": seed, "eval_points": eval_points,
                 "heldout_fraction": None if eval_text else heldout_fraction,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from webmill.config import load_config, read_toml
+from webmill.config import load_config
 from webmill.errors import UserError
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "assets" / "profiles"
@@ -37,13 +37,6 @@ def profile_path(name: str) -> Path:
     return p
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_profile_config(profile: str | None, path: str | Path | None = None,
                         overrides: dict | None = None) -> dict:
     """The validated config: defaults, then profile ``profile`` (None: none), then the TOML file
@@ -52,7 +45,4 @@ def load_profile_config(profile: str | None, path: str | Path | None = None,
     Raises:
         UserError: unknown profile, missing/unparseable file, unknown key or wrong type.
     """
-    if profile is None:
-        return load_config(path, overrides)
-    user = read_toml(path) if path else {}
-    return load_config(profile_path(profile), _deep_merge(user, overrides or {}))
+    return load_config(path, overrides, base=None if profile is None else profile_path(profile))

@@ -97,6 +97,13 @@ class Dist:
         return self.rank == 0
 
 
+def resolve_device(flag: str) -> str:
+    """``"auto"`` → ``"cuda"`` when torch sees a GPU, else ``"cpu"``; any other value as given."""
+    if flag == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return flag
+
+
 def setup_distributed(device_flag: str) -> tuple[Dist, torch.device]:
     """Init the process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU) and pick the device.
 
@@ -110,9 +117,7 @@ def setup_distributed(device_flag: str) -> tuple[Dist, torch.device]:
                  int(os.environ.get("LOCAL_RANK", "0")))
     except ValueError as e:
         raise UserError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({e}); launch with torchrun") from e
-    want = device_flag
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
+    want = resolve_device(device_flag)
     if want.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda but torch sees no GPU; use --device cpu")
     if want == "cuda":
