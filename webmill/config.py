@@ -68,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
     },
     "ray": {
+        "executor": "ray",  # "ray" | "local": per-file steps on a local process pool (no Ray for them)
         "num_workers": 0,  # 0 → cluster CPUs / num_cpus (re-checked as nodes join)
         "memory_mb": 2048,  # memory reserved per per-file worker
         "max_files_per_worker": 64,  # recycle worker actors (bounds memory growth)

@@ -38,7 +38,8 @@ from webmill.config import config_hash, kwargs_of
 from webmill.curate.inputs import (INPUT_SUFFIXES, assign_stems, check_inputs,  # noqa: F401 - re-exported
                                    discover_inputs)
 from webmill.curate.outputs import PER_FILE_DIRS, marker_rel
-from webmill.curate.workers import collect_worker_logs, init_ray, map_files, map_options, run_log_dir  # noqa: F401 - re-exported
+from webmill.curate.workers import (collect_worker_logs, ensure_ray, init_ray, init_workers,  # noqa: F401 - re-exported
+                                    map_files, map_options, run_log_dir)
 from webmill.errors import UserError
 from webmill.storage import Storage, as_storage, configure_storage
 
@@ -86,7 +87,8 @@ def update_failed_list(out: str | os.PathLike | Storage, files: list[str], faile
 def run_documents(files: list[str], out: str | os.PathLike | Storage, cfg: dict, force: bool = False,
                   on_progress: Callable[[dict], None] | None = None,
                   rejected: list[dict] | None = None, echo: Callable[[str], None] = _stderr) -> dict:
-    """Run the per-document stages over ``files`` on the current Ray cluster.
+    """Run the per-document stages over ``files`` with the configured executor (the current Ray
+    cluster, or a local process pool with ``[ray] executor = "local"``).
 
     Skips inputs whose marker exists (unless ``force``); ``rejected`` (from
     :func:`check_inputs`) are reported as failed without being run. Returns ``{"done":
@@ -162,6 +164,8 @@ def run_global_steps(out: str | os.PathLike | Storage, cfg: dict, tokenize: bool
     src = "documents"
     if cfg["dedup"].get("enabled", True):
         from webmill.curate.dedup import DedupConfig, run_dedup
+
+        ensure_ray()  # the Ray Data shuffle; started here when the per-file steps ran without Ray
 
         kwargs = {"write_removed": cfg["output"].get("write_removed", False),
                   "examples_per_reason": cfg["output"].get("examples_per_reason", 5), **kwargs_of(cfg["dedup"])}
@@ -254,6 +258,8 @@ def run_pipeline(inputs: list[str] | Inputs, out: str | os.PathLike | Storage, c
         out: output directory: a local path, an fsspec URL (``s3://bucket/out``) or a Storage.
         cfg: pipeline config from :func:`webmill.config.load_config`.
         ray_address: Ray cluster address; ``None``: ``$RAY_ADDRESS`` or an embedded local Ray.
+            With ``[ray] executor = "local"`` the per-file steps run on a local process pool
+            and Ray is started (or joined at this address) only for dedup.
         force: reprocess inputs that already have a completion marker.
         tokenize: write token shards (``OUT/shards``).
         report: write ``OUT/report`` at the end.
@@ -274,7 +280,7 @@ def run_pipeline(inputs: list[str] | Inputs, out: str | os.PathLike | Storage, c
         inputs = prepare_inputs(inputs)
     validate_languages(cfg)
     st.check_writable()
-    log_dir = init_ray(ray_address, log_dir=run_log_dir(st), verbose=verbose)
+    log_dir = init_workers(cfg, ray_address, log_dir=run_log_dir(st), verbose=verbose)
     if log_dir is not None and not st.is_local:
         echo(f"Ray logs of this run: {log_dir} (OUT is not on local disk)")
     try:

@@ -35,6 +35,8 @@ from typing import Any, Callable
 from webmill.errors import UserError
 
 RAY_LOG = "ray.log"  # driver-side Ray and Ray Data log lines, in the log directory
+#: ``[ray] executor``: where per-file work runs (``local``: webmill/curate/local_pool.py)
+EXECUTORS = ("ray", "local")
 _state: dict[str, Any] = {"log_dir": None, "embedded": False}
 
 
@@ -157,6 +159,38 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_dir: s
     return _state["log_dir"]
 
 
+def init_workers(cfg: dict, address: str | None = None, log_dir: str | Path | None = None,
+                 verbose: bool = False) -> Path | None:
+    """Prepare the per-file executor of ``cfg["ray"]["executor"]``: :func:`init_ray` for
+    ``"ray"``; for ``"local"`` no Ray is started (a step that needs it calls :func:`init_ray`
+    when it runs) and the workers' output goes to ``log_dir/workers/`` unless ``verbose``.
+
+    Returns:
+        The log directory (``None``: logs go to the terminal).
+
+    Raises:
+        UserError: an unknown executor, or (``"ray"``) as :func:`init_ray`.
+    """
+    executor = map_options(cfg["ray"])["executor"]
+    if executor == "ray":
+        return init_ray(address, log_dir=log_dir, verbose=verbose)
+    quiet = log_dir is not None and not verbose
+    if quiet:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+    _state.update(log_dir=Path(log_dir) if quiet else None, embedded=False, ray_args=(address, log_dir, verbose))
+    return _state["log_dir"]
+
+
+def ensure_ray() -> None:
+    """Start or join Ray now if this process has none yet, with the address and log settings
+    given to :func:`init_workers` (a step that needs Ray, in a run on the local executor)."""
+    import ray
+
+    if not ray.is_initialized():
+        address, log_dir, verbose = _state.get("ray_args") or (None, None, False)
+        init_ray(address, log_dir=log_dir, verbose=verbose)
+
+
 def ray_session_logs() -> str | None:
     """Ray's session log directory of this process (``/tmp/ray/session_*/logs``), if known."""
     try:
@@ -173,6 +207,8 @@ def collect_worker_logs() -> Path | None:
 
     On a cluster the worker logs stay on the nodes (``/tmp/ray/session_latest/logs``).
     """
+    if "ray" not in sys.modules:  # no Ray in this process (the local executor): nothing to copy
+        return None
     log_dir, src = _state["log_dir"], ray_session_logs()
     if log_dir is None or not _state["embedded"] or not src or not os.path.isdir(src):
         return None
@@ -227,11 +263,15 @@ def map_options(ray_cfg: dict) -> dict:
     (:data:`webmill.config.DEFAULTS`; docs/cluster.md, "Ray cluster").
 
     Raises:
-        UserError: ``num_cpus`` is not above 0, or ``start_jitter_s`` or ``memory_mb`` is negative.
+        UserError: an unknown ``executor``, ``num_cpus`` not above 0, or a negative
+            ``start_jitter_s`` or ``memory_mb``.
     """
-    opts = {"num_workers": ray_cfg["num_workers"], "num_cpus": float(ray_cfg.get("num_cpus", 1.0)),
+    opts = {"executor": ray_cfg.get("executor", "ray"),
+            "num_workers": ray_cfg["num_workers"], "num_cpus": float(ray_cfg.get("num_cpus", 1.0)),
             "memory_mb": ray_cfg["memory_mb"] or None, "max_uses": ray_cfg["max_files_per_worker"],
             "max_retries": ray_cfg["max_retries"], "start_jitter_s": float(ray_cfg.get("start_jitter_s", 0.0))}
+    if opts["executor"] not in EXECUTORS:
+        raise UserError(f"config [ray] executor must be one of {', '.join(EXECUTORS)}, got {opts['executor']!r}")
     if opts["num_cpus"] <= 0:
         raise UserError(f"config [ray] num_cpus must be above 0 (CPUs reserved per worker), got {opts['num_cpus']}")
     for key in ("start_jitter_s", "memory_mb"):
@@ -240,11 +280,12 @@ def map_options(ray_cfg: dict) -> dict:
     return opts
 
 
-def map_files(factory: Callable, args: tuple, tasks: list[tuple], *, num_workers: int = 0,
+def map_files(factory: Callable, args: tuple, tasks: list[tuple], *, executor: str = "ray", num_workers: int = 0,
               num_cpus: float = 1.0, memory_mb: int | None = None, max_uses: int = 64, max_retries: int = 2,
               start_jitter_s: float = 0.0, on_result: Callable[[int, Any], None] | None = None,
               name: str = "FileWorker", rescale_s: float = 5.0) -> tuple[list, list[tuple[int, str]]]:
-    """Run ``factory(*args).process(*task)`` for every task on a pool of Ray actors.
+    """Run ``factory(*args).process(*task)`` for every task on a pool of Ray actors
+    (``executor="local"``: on a local process pool, :func:`webmill.curate.local_pool.map_files_local`).
 
     A task goes only to an actor that has started (built its worker object), so an actor that
     cannot be placed (its node was lost, the cluster is full) holds no file; it stays requested
@@ -279,6 +320,11 @@ def map_files(factory: Callable, args: tuple, tasks: list[tuple], *, num_workers
         exception raised by ``process`` (not retried: it would raise again), an actor that
         died more than ``max_retries`` times, or no actor that could start.
     """
+    if executor == "local":
+        from webmill.curate.local_pool import map_files_local
+
+        return map_files_local(factory, args, tasks, num_workers=num_workers, num_cpus=num_cpus, max_uses=max_uses,
+                               max_retries=max_retries, on_result=on_result, log_dir=_state["log_dir"])
     import ray
     from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayError, RayTaskError, WorkerCrashedError
 

@@ -84,6 +84,10 @@ def run(
                                             "(en,de,...), or 'all' (default: en)."),
     workers: Optional[int] = typer.Option(None, show_default=False,
                                           help="Per-file worker actors (default: one per CPU)."),
+    executor: Optional[str] = typer.Option(None, show_default=False,
+                                           help="Where the per-file steps run: 'ray' (Ray actors; default) or "
+                                           "'local' (a process pool on this machine, no Ray start-up; dedup "
+                                           "still starts Ray). Config: [ray] executor."),
     dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="Run exact + MinHash dedup."),
     pii: bool = typer.Option(True, "--pii/--no-pii", help="Run PII scrubbing."),
     quality: Optional[bool] = typer.Option(None, "--quality/--no-quality", show_default=False,
@@ -126,6 +130,8 @@ def run(
         overrides.setdefault("language", {})["languages"] = langs
     if workers is not None:
         overrides.setdefault("ray", {})["num_workers"] = workers
+    if executor is not None:
+        overrides.setdefault("ray", {})["executor"] = executor
     if tokenizer:
         overrides.setdefault("tokenize", {})["tokenizer"] = tokenizer
     if quality is not None:
@@ -153,7 +159,8 @@ def run(
         progress.close()
     print_funnel(st)
     if res.log_dir and not verbose:
-        print(f"Ray logs: {res.log_dir} (--verbose shows them here)", file=sys.stderr)
+        what = "Ray logs" if cfg["ray"]["executor"] == "ray" else "logs"
+        print(f"{what}: {res.log_dir} (--verbose shows them here)", file=sys.stderr)
     if res.failed:
         # every usable input is done and the global steps ran; a batch job (ray job submit, CI)
         # must still see that the output is missing some inputs
@@ -176,12 +183,12 @@ def finalize(
     """PII scrubbing + quality scoring: OUT/deduped → OUT/final (stats in OUT/stats/final.json)."""
     from webmill.config import load_config
     from webmill.curate.finalize import run_finalize
-    from webmill.curate.workers import init_ray, run_log_dir
+    from webmill.curate.workers import init_workers, run_log_dir
     from webmill.storage import as_storage, configure_storage
 
     cfg = load_config(config, {"quality": {"enabled": quality}} if quality is not None else None)
     configure_storage(cfg["storage"])
-    init_ray(ray_address, log_dir=run_log_dir(as_storage(out)))  # Ray's own logs: OUT/logs
+    init_workers(cfg, ray_address, log_dir=run_log_dir(as_storage(out)))  # logs: OUT/logs
     s = run_finalize(out, cfg, input_subdir=input_subdir)
     print(f"finalize: {s['documents_in']} → {s['documents_out']} documents; PII {s['pii_counts']}")
 
