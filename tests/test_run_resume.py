@@ -109,3 +109,36 @@ def test_kill_and_rerun_is_byte_identical_and_url_out_matches_plain_path(runs):
     assert [k for k in plain if plain[k] != again[k]] == []
     assert not [q for q in out.rglob("*") if is_temp(q.name)]  # the killed run's temps were swept
     assert not wait_gone(list(tagged_processes(tag)), 90)
+
+
+def test_local_executor_killed_driver_leaves_no_worker_and_rerun_is_byte_identical(runs):
+    """``--executor local``: SIGKILL of the driver alone (not its process group, as a user's
+    ``kill -9 PID``): the pool workers and their extraction children exit on their own, and the
+    rerun gives the bytes of the undisturbed run on Ray actors."""
+    base, cfg, inputs = runs["base"], runs["cfg"], runs["inputs"]
+    out = base / "killed-local"
+    cmd = CURATE + ["run", *inputs, "-o", str(out), "-c", str(cfg), "--no-report", "--executor", "local"]
+    tag = uuid.uuid4().hex
+    p = subprocess.Popen(cmd, env=env_for(tag), cwd=ROOT, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 600 and p.poll() is None:
+            if list((out / "documents").glob("*.parquet")):
+                break
+            time.sleep(0.02)
+        assert p.poll() is None, "the run ended before it could be killed"
+        workers = [pid for pid in tagged_processes(tag) if pid != p.pid]
+        assert workers, "no pool worker was running"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        assert not wait_gone(workers, 15), "pool workers outlived the killed driver"
+    finally:
+        kill_tagged(tag)
+    assert len(list((out / "markers").glob("*.done"))) < len(FILES)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env_for(tag), cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-5000:]
+    plain, again = files_of(base / "plain"), files_of(out)
+    assert sorted(again) == sorted(plain)
+    assert [k for k in plain if plain[k] != again[k]] == []
+    assert not [q for q in out.rglob("*") if is_temp(q.name)]

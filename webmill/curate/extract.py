@@ -156,9 +156,10 @@ def _recv(stream) -> bytes:
     return _recv_exact(stream, n)
 
 
-def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
-    """Exit this process as soon as its parent is gone (a killed Ray worker must not leave an
-    extraction busy on a page for minutes): a daemon thread polls the parent pid."""
+def exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Exit this process within ``interval`` seconds of its parent's death (a killed worker must
+    not leave an extraction busy on a page for minutes, a killed ``curate run`` no local pool
+    worker writing on): a daemon thread polls the parent pid."""
     import threading
     import time
 
@@ -176,7 +177,7 @@ def child_main(extractor: str, parent_pid: int | None = None, fast: bool = False
     With ``parent_pid`` the process exits within about a second of its parent's death.
     """
     if parent_pid is not None:
-        _exit_with_parent(parent_pid)
+        exit_with_parent(parent_pid)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # library prints must not corrupt the protocol
     extract_text("<html><body><p>warm up</p></body></html>", extractor, fast)

@@ -10,7 +10,8 @@ that dominates small and medium runs (datatrove's ``LocalPipelineExecutor`` play
 part). Steps that need Ray (dedup's Ray Data shuffle) still start one when they run.
 
 Worker processes are started with ``spawn`` (a fresh interpreter: the driver may hold
-threads, and fork would copy them), ``OMP_NUM_THREADS`` set to the CPUs per worker before the
+threads, and fork would copy them), exiting within a second of the driver's death (a
+``kill -9`` of ``curate run`` leaves no worker writing on), ``OMP_NUM_THREADS`` set to the CPUs per worker before the
 worker's modules load (as Ray does for its workers), and, when a log directory is given, their
 stdout/stderr go to ``<log_dir>/workers/local-<pid>.log`` (empty ones are removed).
 
@@ -40,6 +41,9 @@ def _init_worker(module: str, qualname: str, args_pickle: bytes, threads: int, l
     factory and build the worker object (a failure is kept and raised by each task)."""
     import multiprocessing.util
 
+    from webmill.curate.extract import exit_with_parent
+
+    exit_with_parent(os.getppid())  # a killed driver (kill -9) leaves no worker writing on
     if log_dir:
         os.makedirs(log_dir, exist_ok=True)
         fd = os.open(os.path.join(log_dir, f"local-{os.getpid()}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
