@@ -23,6 +23,7 @@ flags, load average) and one row per pair with the ratio webmill/nanoGPT, and th
 
     .venv/bin/python bench/train_vs_nanogpt.py                          # 3 pairs × 40 steps
     .venv/bin/python bench/train_vs_nanogpt.py --webmill-args="--compile"   # a lever on webmill's side
+    .venv/bin/python bench/train_vs_nanogpt.py --no-cpu-kernels             # webmill without its CPU kernels
     .venv/bin/python bench/train_vs_nanogpt.py --pairs 1 --steps 6 --warmup 2 --n-layer 2 --n-embd 64
 
 Not a unit test (timings depend on the machine and its load); tests/test_bench_train.py runs it
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--webmill-args", default="", help="extra `train pretrain` flags (a lever), one string")
     ap.add_argument("--no-heap-reuse", action="store_true", help="webmill without its allocator setting "
                     "(webmill.train.cpu_speed.reuse_freed_memory), to measure that lever")
+    ap.add_argument("--no-cpu-kernels", action="store_true", help="webmill without its CPU kernels (fused head + "
+                    "cross-entropy, sigmoid-form GELU: GPT.fused_loss, MLP.fused_gelu), to measure those levers")
     ap.add_argument("--nanogpt-args", default="", help="extra nanoGPT --key=value flags, one string")
     ap.add_argument("--work", type=Path, default=None, help="work directory (default: a temp dir, removed)")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
@@ -213,10 +216,15 @@ def _run(args, work: Path) -> dict:
     warm_lr = max(1, args.steps // 10)
 
     launch = ["-m", "webmill.train.cli"]
-    if args.no_heap_reuse:  # measure the allocator lever: train() without it, otherwise unchanged
-        launch = ["-c", "import contextlib, sys; import webmill.train.loop as L; "
-                  "L.reuse_freed_memory = lambda on=True: contextlib.nullcontext(False); "
-                  "from webmill.train.cli import app; sys.argv[0] = 'train'; app()"]
+    if args.no_heap_reuse or args.no_cpu_kernels:  # measure a lever: train() without it, otherwise unchanged
+        code = "import contextlib, sys; import webmill.train.loop as L; "
+        if args.no_heap_reuse:
+            code += "L.reuse_freed_memory = lambda on=True: contextlib.nullcontext(False); "
+        if args.no_cpu_kernels:
+            code += ("import webmill.train.model as M; "  # the getattr fails loudly if a switch is renamed
+                     "assert M.GPT.fused_loss and M.MLP.fused_gelu; "
+                     "M.GPT.fused_loss = M.MLP.fused_gelu = False; ")
+        launch = ["-c", code + "from webmill.train.cli import app; sys.argv[0] = 'train'; app()"]
 
     def webmill_cmd(i: int) -> list[str]:
         return [sys.executable, *launch, "pretrain", "--shards", str(shards),
@@ -242,7 +250,8 @@ def _run(args, work: Path) -> dict:
           f"load {info['loadavg'][0]:.2f}")
     print(f"model: {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, context {T}, batch {B}, "
           f"vocab {args.vocab}, fp32, CPU | {args.steps} steps, first {args.warmup} not timed | "
-          f"webmill extra: {args.webmill_args or '-'}{' (heap reuse off)' if args.no_heap_reuse else ''} | "
+          f"webmill extra: {args.webmill_args or '-'}{' (heap reuse off)' if args.no_heap_reuse else ''}"
+          f"{' (CPU kernels off)' if args.no_cpu_kernels else ''} | "
           f"nanoGPT extra: {args.nanogpt_args or '-'}")
     rows = []
     for i in range(args.pairs):

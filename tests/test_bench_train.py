@@ -73,3 +73,13 @@ def test_runs_end_to_end_tiny(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| 1 | webmill/nanogpt |" in text and "median webmill/nanoGPT tokens/s" in text
     assert (tmp_path / "r.json").is_file()
+
+
+def test_lever_switches_run(tmp_path, capsys):
+    """--no-heap-reuse and --no-cpu-kernels launch webmill through the patched entry point."""
+    bench = _bench()
+    out = bench.main(["--pairs", "1", "--steps", "4", "--warmup", "1", "--n-layer", "1", "--n-head", "2",
+                      "--n-embd", "32", "--block-size", "32", "--batch", "2", "--train-tokens", "30000",
+                      "--threads", "1", "--work", str(tmp_path), "--no-heap-reuse", "--no-cpu-kernels"])
+    assert out["pairs"][0]["webmill"]["steps"] == 4
+    assert "(heap reuse off) (CPU kernels off)" in capsys.readouterr().out

@@ -185,7 +185,7 @@ def evaluate(model: torch.nn.Module, batches, device, autocast, d: Dist) -> floa
     total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, batches
     for x, y in batches:
         with autocast():
-            _, loss = model(x.to(device), y.to(device))
+            _, loss = model(x.to(device), y.to(device), return_logits=False)
         total += torch.tensor([loss.item(), 1.0], dtype=torch.float64, device=device)
     if d.enabled:
         dist.all_reduce(total)
@@ -385,7 +385,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device) -> dict:
             if d.enabled:  # all-reduce gradients only on the last micro-step (nanoGPT)
                 model.require_backward_grad_sync = micro == accum - 1
             with autocast():
-                _, loss = model(x, y)
+                _, loss = model(x, y, return_logits=False)  # fp32 CPU: fused head + loss (model.py)
             loss = loss / accum
             loss_sum += loss.detach()
             loss.backward()

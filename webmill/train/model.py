@@ -23,6 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from webmill.train.fused_ce import linear_cross_entropy
+from webmill.train.fused_gelu import gelu_tanh
+
 
 @dataclass
 class GPTConfig:
@@ -187,8 +190,21 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+def cpu_fp32(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a CPU float32 tensor outside autocast and ``torch.compile`` tracing: where
+    the CPU kernels (:mod:`~webmill.train.fused_gelu`, :mod:`~webmill.train.fused_ce`) apply."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling())
+
+
 class MLP(nn.Module):
-    """Position-wise feed-forward: GELU(tanh) / ReLU² with 4C hidden, or SwiGLU."""
+    """Position-wise feed-forward: GELU(tanh) / ReLU² with 4C hidden, or SwiGLU.
+
+    On the CPU in fp32 the tanh GELU runs as :func:`~webmill.train.fused_gelu.gelu_tanh` (the
+    same function through a sigmoid, faster) unless :attr:`fused_gelu` is off.
+    """
+
+    fused_gelu: bool = True
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -206,7 +222,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
         if self.kind == "gelu":
-            h = F.gelu(h, approximate="tanh")
+            h = gelu_tanh(h) if self.fused_gelu and cpu_fp32(h) else F.gelu(h, approximate="tanh")
         elif self.kind == "relu2":
             h = F.relu(h).square()
         else:
@@ -234,12 +250,19 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only transformer language model.
 
-    ``forward(idx, targets=None)`` takes int64 token ids ``idx`` of shape (B, T), T ≤ block_size,
-    and returns ``(logits, loss)``: float logits of shape (B, T, V) over the real vocabulary
-    (a view; padding rows of the embedding are never predicted) and, when ``targets`` (B, T) int64 is
-    given, the mean cross-entropy in nats (a 0-dim float32 tensor), else ``None``. Targets equal
-    to -1 are ignored.
+    ``forward(idx, targets=None, return_logits=True)`` takes int64 token ids ``idx`` of shape
+    (B, T), T ≤ block_size, and returns ``(logits, loss)``: float logits of shape (B, T, V) over
+    the real vocabulary (a view; padding rows of the embedding are never predicted) and, when
+    ``targets`` (B, T) int64 is given, the mean cross-entropy in nats (a 0-dim float32 tensor),
+    else ``None``. Targets equal to -1 are ignored.
+
+    With ``targets`` and ``return_logits=False`` (the training loop) logits is ``None``, and on
+    the CPU in fp32 (no autocast, not under ``torch.compile``) with :attr:`fused_loss` on, the
+    head and loss run as one chunked pass (:func:`~webmill.train.fused_ce.linear_cross_entropy`):
+    the same loss and gradients up to fp32 rounding, without the (B·T, V) logits tensors.
     """
+
+    fused_loss: bool = True  # use the fused head + loss where it applies (see above)
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -291,7 +314,7 @@ class GPT(nn.Module):
                 n -= self.transformer.wte.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, return_logits: bool = True):
         T = idx.size(1)  # idx: (B, T)
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
@@ -305,8 +328,11 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x, cos, sin)
         x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, Vp)
         V = self.config.vocab_size
+        if targets is not None and not return_logits and self.fused_loss and cpu_fp32(x):
+            loss = linear_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1), V)
+            return None, loss
+        logits = self.lm_head(x)  # (B, T, Vp)
         if logits.size(-1) > V:
             # Padding ids are never predicted: -inf logits take no probability mass, so the loss
             # is the loss over the real vocabulary (as llm.c), and the tensor stays contiguous.
@@ -314,7 +340,7 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:  # autocast runs cross_entropy in fp32
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits[..., :V], loss
+        return (logits[..., :V] if return_logits else None), loss
 
     def estimate_flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward), for MFU.
