@@ -115,7 +115,7 @@ def test_more_workers_than_cpus_finishes(tmp_path, embedded_ray):
 
 def test_map_options_from_config():
     cfg = load_config(None, {"ray": {"num_cpus": 0.5, "memory_mb": 512, "start_jitter_s": 30}})
-    assert map_options(cfg["ray"]) == {"num_workers": 0, "num_cpus": 0.5, "memory_mb": 512, "max_uses": 64,
+    assert map_options(cfg["ray"]) == {"executor": "ray", "num_workers": 0, "num_cpus": 0.5, "memory_mb": 512, "max_uses": 64,
                                        "max_retries": 2, "start_jitter_s": 30.0}
     with pytest.raises(UserError, match=r"\[ray\] num_cpus must be above 0"):
         map_options(load_config(None, {"ray": {"num_cpus": 0}})["ray"])
