@@ -111,6 +111,7 @@ def test_kill_and_rerun_is_byte_identical_and_url_out_matches_plain_path(runs):
     assert not wait_gone(list(tagged_processes(tag)), 90)
 
 
+@pytest.mark.slow  # ~45 s; the Ray variant above runs by default
 def test_local_executor_killed_driver_leaves_no_worker_and_rerun_is_byte_identical(runs):
     """``--executor local``: SIGKILL of the driver alone (not its process group, as a user's
     ``kill -9 PID``): the pool workers and their extraction children exit on their own, and the
