@@ -50,6 +50,22 @@ def files_of(out: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
+def start_until_first_output(cmd: list[str], tag: str, out: Path) -> subprocess.Popen:
+    """Start ``cmd`` in its own session and return once ``out/documents`` has a Parquet file (the
+    run is still going: asserted)."""
+    p = subprocess.Popen(cmd, env=env_for(tag), cwd=ROOT, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 600 and p.poll() is None:
+        if list((out / "documents").glob("*.parquet")):
+            break
+        time.sleep(0.02)
+    if p.poll() is not None:
+        kill_tagged(tag)
+        raise AssertionError("the run ended before it could be killed")
+    return p
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, examples_warc):
     base = tmp_path_factory.mktemp("resume")
@@ -80,15 +96,8 @@ def test_kill_and_rerun_is_byte_identical_and_url_out_matches_plain_path(runs):
     url = "file://" + str(out.resolve())
     cmd = CURATE + ["run", *inputs, "-o", url, "-c", str(cfg), "--no-report"]
     tag = uuid.uuid4().hex
-    p = subprocess.Popen(cmd, env=env_for(tag), cwd=ROOT, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = start_until_first_output(cmd, tag, out)
     try:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 600 and p.poll() is None:
-            if list((out / "documents").glob("*.parquet")):
-                break
-            time.sleep(0.02)
-        assert p.poll() is None, "the run ended before it could be killed"
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
     finally:
@@ -120,15 +129,8 @@ def test_local_executor_killed_driver_leaves_no_worker_and_rerun_is_byte_identic
     out = base / "killed-local"
     cmd = CURATE + ["run", *inputs, "-o", str(out), "-c", str(cfg), "--no-report", "--executor", "local"]
     tag = uuid.uuid4().hex
-    p = subprocess.Popen(cmd, env=env_for(tag), cwd=ROOT, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = start_until_first_output(cmd, tag, out)
     try:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 600 and p.poll() is None:
-            if list((out / "documents").glob("*.parquet")):
-                break
-            time.sleep(0.02)
-        assert p.poll() is None, "the run ended before it could be killed"
         workers = [pid for pid in tagged_processes(tag) if pid != p.pid]
         assert workers, "no pool worker was running"
         os.kill(p.pid, signal.SIGKILL)
