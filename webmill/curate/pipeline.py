@@ -282,7 +282,7 @@ def run_pipeline(inputs: list[str] | Inputs, out: str | os.PathLike | Storage, c
     st.check_writable()
     log_dir = init_workers(cfg, ray_address, log_dir=run_log_dir(st), verbose=verbose)
     if log_dir is not None and not st.is_local:
-        echo(f"Ray logs of this run: {log_dir} (OUT is not on local disk)")
+        echo(f"logs of this run: {log_dir} (OUT is not on local disk)")
     try:
         res = run_documents(inputs.files, st, cfg, force=force, on_progress=on_progress,
                             rejected=inputs.rejected, echo=echo)

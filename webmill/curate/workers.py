@@ -13,6 +13,10 @@ One way to drive Ray per kind of work (docs/design.md, "Ray"):
   from the actor to ``OUT``. docs/cluster.md, "Ray cluster".
 * **the global shuffle of dedup**: Ray Data (:mod:`webmill.curate.dedup`).
 
+With ``[ray] executor = "local"`` (:func:`init_workers`) the per-file work runs on a local process
+pool with the same contract (:mod:`webmill.curate.local_pool`) and no Ray is started until a step
+needs it (:func:`ensure_ray`).
+
 :func:`init_ray` keeps a run quiet: Ray's own log lines (the token-authentication warning, Ray
 Data's ``streaming_executor`` and progress lines, worker stdout/stderr) go to a log directory
 (``OUT/logs/`` for a local ``OUT``) instead of the terminal, unless ``verbose``.
