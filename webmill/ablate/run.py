@@ -215,30 +215,23 @@ def build_eval_set(st: Storage, recipes: list[Recipe], curated: dict[str, dict],
 
 
 def tokenize_recipe(st: Storage, r: Recipe) -> dict:
-    """Token shards of ``recipes/<name>/train_docs`` with the recipe's ``[tokenize]`` table
-    (``bpe:N`` trains the tokenizer on the training documents first); skipped when
-    ``shards/manifest.json`` exists. Returns the manifest."""
-    from webmill.config import config_hash
-    from webmill.tokenize.dataset import tokenize_dataset
+    """Token shards of ``recipes/<name>/train_docs`` with the recipe's ``[tokenize]`` table, as
+    ``curate run`` makes them (:func:`webmill.curate.pipeline.tokenize_step`: ``bpe:N`` trains the
+    tokenizer on the training documents first); skipped when ``shards/manifest.json`` exists.
+    Returns the manifest.
+
+    Raises:
+        UserError: as ``tokenize_step``, the message prefixed with the recipe's config file.
+    """
+    from webmill.curate.pipeline import tokenize_step
 
     rst = st.sub(f"recipes/{r.name}")
     if rst.isfile("shards/manifest.json"):
         return rst.read_json("shards/manifest.json")
-    t = r.cfg["tokenize"]
-    tokenizer = t["tokenizer"]
-    if tokenizer.startswith("bpe:"):  # as curate run: a BPE trained on this recipe's training text
-        from webmill.tokenize.bpe import iter_texts, train_tokenizer
-
-        try:
-            vocab = int(tokenizer.split(":", 1)[1])
-        except ValueError as e:
-            raise UserError(f"{r.config_path}: [tokenize] tokenizer {tokenizer!r}: use bpe:<vocab size>, "
-                            "e.g. bpe:4096") from e
-        train_tokenizer(iter_texts(rst.sub(TRAIN_DOCS)), vocab, rst.sub("tokenizer"), name=f"webmill-bpe-{vocab}")
-        tokenizer = rst.uri("tokenizer")
-    m = tokenize_dataset(rst.sub(TRAIN_DOCS), rst.sub("shards"), tokenizer=tokenizer,
-                         shard_tokens=t["shard_tokens"], val_fraction=t["val_fraction"], seed=t["seed"],
-                         config_hash=config_hash(r.cfg))
+    try:
+        m = tokenize_step(rst, TRAIN_DOCS, r.cfg)
+    except UserError as e:
+        raise UserError(f"{r.config_path}: {e}") from e
     m.pop("_timing_s", None)
     return m
 

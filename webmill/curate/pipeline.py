@@ -141,18 +141,30 @@ def run_documents(files: list[str], out: str | os.PathLike | Storage, cfg: dict,
     return result
 
 
-def _train_run_tokenizer(st: Storage, src: str, spec: str) -> str:
-    """``tokenizer = "bpe:N"``: train a byte-level BPE of vocab N (rustbpe) on this run's text;
-    returns the tokenizer directory (``OUT/tokenizer``)."""
-    from webmill.tokenize.bpe import iter_texts, train_tokenizer
+def tokenize_step(out: str | os.PathLike | Storage, src: str, cfg: dict) -> dict:
+    """Token shards of ``OUT/<src>`` in ``OUT/shards`` with ``cfg``'s ``[tokenize]`` table;
+    ``tokenizer = "bpe:N"`` first trains a byte-level BPE of vocab N (rustbpe) on that text into
+    ``OUT/tokenizer``. Returns the shard manifest (:func:`webmill.tokenize.dataset.tokenize_dataset`).
 
-    try:
-        vocab = int(spec.split(":", 1)[1])
-    except ValueError as e:
-        raise UserError(f"tokenizer {spec!r}: use bpe:<vocab size>, e.g. bpe:4096") from e
-    train_tokenizer(iter_texts(st.sub(src)), vocab, st.sub("tokenizer"),
-                    name=f"webmill-bpe-{vocab}")
-    return st.uri("tokenizer")
+    Raises:
+        UserError: a malformed ``bpe:N``, or as ``tokenize_dataset`` (unknown tokenizer, ...).
+    """
+    from webmill.tokenize.dataset import tokenize_dataset
+
+    st = as_storage(out)
+    t = cfg["tokenize"]
+    tokenizer = t["tokenizer"]
+    if tokenizer.startswith("bpe:"):
+        from webmill.tokenize.bpe import iter_texts, train_tokenizer
+
+        try:
+            vocab = int(tokenizer.split(":", 1)[1])
+        except ValueError as e:
+            raise UserError(f"[tokenize] tokenizer {tokenizer!r}: use bpe:<vocab size>, e.g. bpe:4096") from e
+        train_tokenizer(iter_texts(st.sub(src)), vocab, st.sub("tokenizer"), name=f"webmill-bpe-{vocab}")
+        tokenizer = st.uri("tokenizer")
+    return tokenize_dataset(st.sub(src), st.sub("shards"), tokenizer=tokenizer, shard_tokens=t["shard_tokens"],
+                            val_fraction=t["val_fraction"], seed=t["seed"], config_hash=config_hash(cfg))
 
 
 def run_global_steps(out: str | os.PathLike | Storage, cfg: dict, tokenize: bool = True) -> str:
@@ -182,15 +194,7 @@ def run_global_steps(out: str | os.PathLike | Storage, cfg: dict, tokenize: bool
         run_rephrase(st, cfg, input_subdir=src, output_subdir="rephrased")
         src = "rephrased"
     if tokenize:
-        from webmill.tokenize.dataset import tokenize_dataset
-
-        t = cfg["tokenize"]
-        tokenizer = t["tokenizer"]
-        if tokenizer.startswith("bpe:"):
-            tokenizer = _train_run_tokenizer(st, src, tokenizer)
-        tokenize_dataset(st.sub(src), st.sub("shards"), tokenizer=tokenizer,
-                         shard_tokens=t["shard_tokens"], val_fraction=t["val_fraction"], seed=t["seed"],
-                         config_hash=config_hash(cfg))
+        tokenize_step(st, src, cfg)
     return src
 
 
