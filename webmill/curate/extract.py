@@ -59,6 +59,18 @@ def _detected_charset(payload: bytes) -> str:
     return _codec(detect_encoding(payload[:65536])) or "utf-8"
 
 
+def _charset_and_text(payload: bytes, header_charset: str | None) -> tuple[str, str | None]:
+    """:func:`detect_charset`'s codec, and the decoded text when finding it already decoded the
+    page (an undeclared page that is valid UTF-8), else ``None``."""
+    c = _declared_charset(payload, header_charset)
+    if c:
+        return c, None
+    try:
+        return "utf-8", payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return _detected_charset(payload), None
+
+
 def detect_charset(payload: bytes, header_charset: str | None) -> str:
     """Charset of an HTML payload: HTTP header, then ``<meta charset>`` in the first 4 KB, then
     statistical detection (resiliparse's ``detect_encoding``, based on uchardet), then UTF-8.
@@ -66,14 +78,7 @@ def detect_charset(payload: bytes, header_charset: str | None) -> str:
     Returns a Python codec name (str). Labels are mapped as browsers do (WHATWG Encoding
     standard): GB2312/GBK → GB18030, ISO-8859-1/ASCII → windows-1252.
     """
-    c = _declared_charset(payload, header_charset)
-    if c:
-        return c
-    try:
-        payload.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError:
-        return _detected_charset(payload)
+    return _charset_and_text(payload, header_charset)[0]
 
 
 # WHATWG MIME Sniffing, section 7.1 ("identifying a resource with an unknown MIME type") sniffs
@@ -107,13 +112,8 @@ def decode_html(payload: bytes, header_charset: str | None = None) -> str:
     """Decode an HTML payload (bytes) to str with :func:`detect_charset`; bad bytes → U+FFFD.
 
     An undeclared page that is valid UTF-8 is decoded once (the test decode is the result)."""
-    c = _declared_charset(payload, header_charset)
-    if c is None:
-        try:
-            return payload.decode("utf-8")
-        except UnicodeDecodeError:
-            c = _detected_charset(payload)
-    return payload.decode(c, errors="replace")
+    c, text = _charset_and_text(payload, header_charset)
+    return text if text is not None else payload.decode(c, errors="replace")
 
 
 def extract_text(html: str, extractor: str = "trafilatura", fast: bool = False) -> str:
